@@ -1,0 +1,76 @@
+"""What an algorithm decides in the bilevel loop, and nothing else.
+
+The loop itself (``metarec_pl.bilevel``) is shared: it adapts the parameters named by ``adapted_names`` with
+``inner_update`` for ``inner_steps`` steps on each task's support set, all tasks at once, then asks
+``outer_loss`` for the scalar that Lightning back-propagates.  An algorithm is an ``nn.Module`` so it can own
+meta-learned tensors (Meta-SGD's learning rates), which the outer optimiser then updates with the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from typing import TYPE_CHECKING, ClassVar, Optional, Sequence
+
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from metarec_pl.data.types import TaskBatch
+
+
+@dataclass
+class AdaptResult:
+    """Per-task outputs of the inner loop; every tensor starts with the task dimension."""
+
+    query_loss: Tensor  # [B] masked mean squared error on the query set after adaptation
+    query_pred: Tensor  # [B, Q]
+    support_loss: Optional[Tensor] = None  # [B], with the final weights; when ``needs_support_loss``
+    fast_weights: Optional[dict[str, Tensor]] = None  # name -> [B, *shape]; when ``needs_fast_weights``
+
+
+class Algorithm(nn.Module):
+    """Base class of registered algorithms.
+
+    ``inner_steps``/``inner_lr``: the inner SGD; ``first_order`` drops second derivatives (default per class);
+    ``adapt``: glob patterns over parameter names (``head.*`` adapts the decision layers only, as MeLU does);
+    ``eval_inner_steps``: steps at validation/test/predict time (default ``inner_steps``).
+    """
+
+    gradient_based: ClassVar[bool] = True
+    default_adapt: ClassVar[tuple[str, ...]] = ("*",)
+    default_first_order: ClassVar[bool] = False
+    needs_support_loss: ClassVar[bool] = False
+    needs_fast_weights: ClassVar[bool] = False
+    query_through_fast_weights: ClassVar[bool] = True  # False: the query loss sees adapted weights as constants
+
+    def __init__(self, inner_steps: int = 5, inner_lr: float = 0.01, first_order: Optional[bool] = None,
+                 adapt: Optional[Sequence[str]] = None, eval_inner_steps: Optional[int] = None) -> None:
+        super().__init__()
+        if inner_steps < 0 or (eval_inner_steps is not None and eval_inner_steps < 0):
+            raise ValueError(f"{self.name}: inner steps must be >= 0, got {inner_steps}, {eval_inner_steps}")
+        self.inner_steps = inner_steps if self.gradient_based else 0
+        self.eval_inner_steps = (inner_steps if eval_inner_steps is None else eval_inner_steps) if self.gradient_based else 0
+        self.inner_lr = inner_lr
+        self.first_order = self.default_first_order if first_order is None else first_order
+        self.adapt_patterns = tuple(adapt) if adapt else self.default_adapt
+        self.adapted_names: list[str] = []
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def bind(self, model: nn.Module) -> None:
+        """Choose the adapted parameters of ``model``; subclasses create per-parameter meta-tensors here."""
+        all_names = [n for n, _ in model.named_parameters()]
+        self.adapted_names = [n for n in all_names if any(fnmatchcase(n, p) for p in self.adapt_patterns)]
+        if self.gradient_based and not self.adapted_names:
+            raise ValueError(f"{self.name}: adapt patterns {list(self.adapt_patterns)} match no parameter; "
+                             f"parameters are: {', '.join(all_names)}")
+
+    def inner_update(self, fast: dict[str, Tensor], grads: dict[str, Tensor]) -> dict[str, Tensor]:
+        """One inner step on one task's fast weights (plain SGD)."""
+        return {n: w - self.inner_lr * grads[n] for n, w in fast.items()}
+
+    def outer_loss(self, result: AdaptResult, batch: "TaskBatch", params: dict[str, Tensor]) -> Tensor:
+        """The meta-objective: the mean over tasks of the query loss after adaptation."""
+        return result.query_loss.mean()

@@ -1,0 +1,15 @@
+from metarec_pl.algorithms.global_model import GlobalModel
+from metarec_pl.algorithms.maml import ANIL, FOMAML, MAML
+from metarec_pl.algorithms.metasgd import MetaSGD
+from metarec_pl.algorithms.reptile import Reptile
+from metarec_pl.hookspecs import hookimpl
+
+
+@hookimpl
+def register_algorithms(register):
+    register("maml", MAML)
+    register("fomaml", FOMAML)
+    register("metasgd", MetaSGD)
+    register("reptile", Reptile)
+    register("anil", ANIL)
+    register("none", GlobalModel)

@@ -1,0 +1,7 @@
+from metarec_pl.data.synthetic import SyntheticWorld
+from metarec_pl.hookspecs import hookimpl
+
+
+@hookimpl
+def register_datasets(register):
+    register("synthetic", SyntheticWorld)

@@ -1,0 +1,47 @@
+"""The ``metarec`` command: LightningCLI (fit/validate/test/predict) plus ``metarec plugins``."""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional, Sequence
+
+from lightning.pytorch.cli import LightningCLI
+
+from metarec_pl import plugins
+from metarec_pl.bilevel import MetaLearner
+from metarec_pl.data.module import MetaDataModule
+from metarec_pl.data.types import DataError
+
+ONE_LINE_ERRORS = (plugins.UnknownPluginError, plugins.PluginConflictError, DataError)
+
+
+class MetaRecCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.link_arguments("data.schema", "model.schema", apply_on="instantiate")
+
+
+def print_plugins(out=sys.stdout) -> None:
+    rows = [(r.kind, r.name, r.distribution, r.plugin) for r in plugins.registrations()]
+    header = ("kind", "name", "distribution", "plugin")
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    for row in (header, *rows):
+        print("  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip(), file=out)
+    for reason in plugins.skipped:
+        print(reason.splitlines()[0], file=out)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["plugins"]:
+        print_plugins()
+        return
+    try:
+        MetaRecCLI(MetaLearner, MetaDataModule, args=args, auto_configure_optimizers=False,
+                   trainer_defaults={"inference_mode": False}, save_config_kwargs={"overwrite": True})
+    except ONE_LINE_ERRORS as exc:
+        print(f"metarec: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

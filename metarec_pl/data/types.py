@@ -1,0 +1,133 @@
+"""The data model shared by every data set, sampler, model and algorithm.
+
+A data set yields one ``RatingData``: flat (user, item, rating[, time]) rows, feature tables indexed by
+user and item id, a feature ``schema`` and ``splits`` (stage -> scenario -> row indices).
+A sampler turns rows into ``Task``s (support rows + query rows); ``TaskCollator`` pads a list of tasks
+into one ``TaskBatch`` whose tensors have a leading task dimension and masks for the padding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+import torch
+from torch import Tensor
+
+FeatureKind = Literal["categorical", "multi", "dense"]
+
+
+class DataError(ValueError):
+    """Bad input data: the message names the file/field, the place and what was expected."""
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """One input field.  ``categorical``: ids in [0, size); ``multi``: [n, width] ids in [0, size), 0 = padding;
+    ``dense``: [n, size] floats."""
+
+    side: Literal["user", "item"]
+    name: str
+    kind: FeatureKind
+    size: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.side}_{self.name}"
+
+
+@dataclass
+class RatingData:
+    user: Tensor  # [N] long
+    item: Tensor  # [N] long
+    rating: Tensor  # [N] float
+    user_features: dict[str, Tensor]  # key -> [n_users, ...]
+    item_features: dict[str, Tensor]  # key -> [n_items, ...]
+    schema: list[FeatureSpec]
+    splits: dict[str, dict[str, Tensor]]  # stage -> scenario -> row indices
+    time: Optional[Tensor] = None  # [N] float, larger = later
+    rating_range: tuple[float, float] = (1.0, 5.0)
+
+    @property
+    def num_users(self) -> int:
+        return next(iter(self.user_features.values())).shape[0] if self.user_features else int(self.user.max()) + 1
+
+    @property
+    def num_items(self) -> int:
+        return next(iter(self.item_features.values())).shape[0] if self.item_features else int(self.item.max()) + 1
+
+    def features(self, users: Tensor, items: Tensor) -> dict[str, Tensor]:
+        """Model inputs for (user, item) pairs of any shape: every feature gathered by id."""
+        out = {key: table[users] for key, table in self.user_features.items()}
+        out.update({key: table[items] for key, table in self.item_features.items()})
+        return out
+
+
+@dataclass
+class Task:
+    """One user (or item): which rows adapt the model and which rows judge it."""
+
+    key: int  # the user id for user-as-task, the item id for item-as-task
+    support: Tensor  # row indices
+    query: Tensor  # row indices
+
+
+@dataclass
+class Samples:
+    """Padded samples of a meta-batch; every tensor starts with [tasks, samples]."""
+
+    features: dict[str, Tensor]
+    rating: Tensor
+    mask: Tensor  # 1.0 for real samples, 0.0 for padding
+    user: Tensor
+    item: Tensor
+
+    def to_dtype(self, dtype: torch.dtype) -> "Samples":
+        """Cast the floating tensors (ratings, mask, dense features) to ``dtype``."""
+        cast = lambda t: t.to(dtype) if t.is_floating_point() else t  # noqa: E731
+        return Samples({k: cast(v) for k, v in self.features.items()}, cast(self.rating), cast(self.mask),
+                       self.user, self.item)
+
+
+@dataclass
+class TaskBatch:
+    support: Samples
+    query: Samples
+    key: Tensor  # [tasks] task keys (user or item ids)
+    scenario: str = "default"
+
+    def __len__(self) -> int:
+        return self.key.shape[0]
+
+
+def _pad_rows(groups: list[Tensor]) -> tuple[Tensor, Tensor]:
+    width = max(1, max(len(g) for g in groups))
+    rows = torch.zeros(len(groups), width, dtype=torch.long)
+    mask = torch.zeros(len(groups), width)
+    for i, g in enumerate(groups):
+        rows[i, : len(g)] = g
+        mask[i, : len(g)] = 1.0
+    return rows, mask
+
+
+@dataclass
+class TaskCollator:
+    """Pads tasks of unequal sizes into one ``TaskBatch`` (row 0 fills the padding; the mask removes it)."""
+
+    data: RatingData
+    scenario: str = "default"
+
+    def samples(self, groups: list[Tensor]) -> Samples:
+        rows, mask = _pad_rows(groups)
+        user, item = self.data.user[rows], self.data.item[rows]
+        return Samples(self.data.features(user, item), self.data.rating[rows] * mask, mask, user, item)
+
+    def __call__(self, tasks: list[Task]) -> TaskBatch:
+        return TaskBatch(
+            support=self.samples([t.support for t in tasks]),
+            query=self.samples([t.query for t in tasks]),
+            key=torch.tensor([t.key for t in tasks], dtype=torch.long),
+            scenario=self.scenario,
+        )
+
+

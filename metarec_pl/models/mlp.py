@@ -1,0 +1,41 @@
+"""The plain MLP over dense features: categorical fields one-hot, multi-valued fields multi-hot, dense as is."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from metarec_pl.data.types import FeatureSpec
+from metarec_pl.models.base import RatingModel, mlp
+
+
+class DenseFeatures(nn.Module):
+    """Parameter-free featuriser: every field as a dense vector, concatenated."""
+
+    def __init__(self, schema: Sequence[FeatureSpec]) -> None:
+        super().__init__()
+        self.schema = list(schema)
+        self.out_dim = sum(f.size - (1 if f.kind == "multi" else 0) if f.kind != "dense" else f.size
+                           for f in self.schema)
+
+    def forward(self, features: dict[str, Tensor]) -> Tensor:
+        parts = []
+        for f in self.schema:
+            x = features[f.key]
+            if f.kind == "categorical":
+                parts.append(F.one_hot(x, f.size).float())
+            elif f.kind == "multi":  # drop the padding column 0
+                parts.append(F.one_hot(x, f.size).float().amax(-2)[..., 1:])
+            else:
+                parts.append(x.float())
+        return torch.cat(parts, dim=-1)
+
+
+class MLPNet(RatingModel):
+    def __init__(self, schema: Sequence[FeatureSpec], hidden: Sequence[int] = (64, 64)) -> None:
+        super().__init__(schema)
+        self.encoder = DenseFeatures(schema)
+        self.head = mlp(self.encoder.out_dim, hidden)
