@@ -101,6 +101,7 @@ class MetaLearner(L.LightningModule):
         ndcg_k: cut-offs of nDCG on each query set.
         vmap_chunk_size: tasks per vmap chunk (``None``: all at once); smaller trades speed for memory.
         schema: the data's feature schema; the CLI links it from ``data.schema``.
+        rating_mean: initial output bias (mean training rating); the CLI links it from ``data.rating_mean``.
     """
 
     def __init__(
@@ -118,6 +119,7 @@ class MetaLearner(L.LightningModule):
         ndcg_k: Iterable[int] = (3,),
         vmap_chunk_size: Optional[int] = None,
         schema: Optional[list[FeatureSpec]] = None,
+        rating_mean: Optional[float] = None,
     ) -> None:
         super().__init__()
         if schema is None:
@@ -126,6 +128,8 @@ class MetaLearner(L.LightningModule):
         self.save_hyperparameters(ignore=["optimizer"])
         algorithm_cls, network_cls = plugins.get_algorithm(algorithm), plugins.get_model(network)
         self.network: nn.Module = network_cls(schema, **(network_args or {}))
+        if rating_mean is not None and isinstance(self.network, RatingModel):
+            self.network.init_output_bias(rating_mean)
         self.algorithm: Algorithm = algorithm_cls(inner_steps=inner_steps, inner_lr=inner_lr, first_order=first_order,
                                                   adapt=adapt, eval_inner_steps=eval_inner_steps,
                                                   **(algorithm_args or {}))
@@ -157,13 +161,13 @@ class MetaLearner(L.LightningModule):
             if self.algorithm.gradient_based:
                 self.metrics.update(stage, batch.scenario, self.network(batch.query.features), batch, zero_shot=True)
 
-    def validation_step(self, batch: TaskBatch, batch_idx: int, dataloader_idx: int = 0) -> None:
+    def validation_step(self, batch: TaskBatch, batch_idx: int) -> None:
         self._evaluate(batch, "val")
 
-    def test_step(self, batch: TaskBatch, batch_idx: int, dataloader_idx: int = 0) -> None:
+    def test_step(self, batch: TaskBatch, batch_idx: int) -> None:
         self._evaluate(batch, "test")
 
-    def predict_step(self, batch: TaskBatch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+    def predict_step(self, batch: TaskBatch, batch_idx: int) -> dict[str, Any]:
         with torch.inference_mode(False), torch.no_grad():
             batch = _outside_inference_mode(batch)
             pred = self.adapt(batch).query_pred

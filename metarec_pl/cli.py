@@ -18,6 +18,7 @@ ONE_LINE_ERRORS = (plugins.UnknownPluginError, plugins.PluginConflictError, Data
 class MetaRecCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.schema", "model.schema", apply_on="instantiate")
+        parser.link_arguments("data.rating_mean", "model.rating_mean", apply_on="instantiate")
 
 
 def print_plugins(out=sys.stdout) -> None:
@@ -36,7 +37,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         print_plugins()
         return
     try:
-        MetaRecCLI(MetaLearner, MetaDataModule, args=args, auto_configure_optimizers=False,
+        MetaRecCLI(MetaLearner, MetaDataModule, args=None if argv is None else args, auto_configure_optimizers=False,
                    trainer_defaults={"inference_mode": False}, save_config_kwargs={"overwrite": True})
     except ONE_LINE_ERRORS as exc:
         print(f"metarec: error: {exc}", file=sys.stderr)

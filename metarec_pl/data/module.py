@@ -3,16 +3,40 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any, Optional
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from metarec_pl import plugins
 from metarec_pl.data.types import FeatureSpec, RatingData, Task, TaskCollator
 
 log = logging.getLogger(__name__)
+
+
+class ScenarioBatchSampler(Sampler[list[int]]):
+    """Batches of task indices that never mix scenarios; shuffled (seeded, new order each epoch) or in order."""
+
+    def __init__(self, tasks: list[Task], batch_size: int, shuffle: bool, generator: torch.Generator) -> None:
+        self.batch_size, self.shuffle, self.generator = batch_size, shuffle, generator
+        self.groups: dict[str, list[int]] = {}
+        for i, t in enumerate(tasks):
+            self.groups.setdefault(t.scenario, []).append(i)
+
+    def __iter__(self):
+        batches = []
+        for idx in self.groups.values():
+            if self.shuffle:
+                idx = [idx[i] for i in torch.randperm(len(idx), generator=self.generator).tolist()]
+            batches += [idx[i:i + self.batch_size] for i in range(0, len(idx), self.batch_size)]
+        if self.shuffle:
+            batches = [batches[i] for i in torch.randperm(len(batches), generator=self.generator).tolist()]
+        return iter(batches)
+
+    def __len__(self) -> int:
+        return sum(-(-len(idx) // self.batch_size) for idx in self.groups.values())
 
 
 class MetaDataModule(L.LightningDataModule):
@@ -52,40 +76,44 @@ class MetaDataModule(L.LightningDataModule):
     def schema(self) -> list[FeatureSpec]:
         return self.data.schema
 
+    @property
+    def rating_mean(self) -> float:
+        """Mean rating of the training rows (the model's starting output)."""
+        rows = torch.cat(list(self.data.splits["train"].values()))
+        return float(self.data.rating[rows].mean())
+
     def stage_tasks(self, stage: str) -> dict[str, list[Task]]:
         """Scenario -> tasks of a split (``train``, ``val`` or ``test``), built once."""
         if stage not in self.tasks:
             splits = self.data.splits.get(stage, {})
             self.tasks[stage] = {
-                scenario: self.sampler.tasks(self.data, rows, seed=self.hparams.seed + i,
-                                             name=f"{self.hparams.dataset}/{stage}/{scenario}")
+                scenario: [replace(t, scenario=scenario) for t in self.sampler.tasks(
+                    self.data, rows, seed=self.hparams.seed + i, name=f"{self.hparams.dataset}/{stage}/{scenario}")]
                 for i, (scenario, rows) in enumerate(splits.items())
             }
             for scenario, tasks in self.tasks[stage].items():
                 log.info("%s/%s: %d tasks", stage, scenario, len(tasks))
         return self.tasks[stage]
 
-    def _loaders(self, stage: str, batch: int, shuffle: bool) -> list[DataLoader]:
-        loaders = []
-        for scenario, tasks in self.stage_tasks(stage).items():
-            gen = torch.Generator().manual_seed(self.hparams.seed)
-            loaders.append(DataLoader(tasks, batch_size=batch, shuffle=shuffle, generator=gen,
-                                      collate_fn=TaskCollator(self.data, scenario),
-                                      num_workers=self.hparams.num_workers,
-                                      persistent_workers=self.hparams.num_workers > 0))
-        return loaders
+    def _loader(self, stage: str, batch: int, shuffle: bool) -> DataLoader:
+        """One loader over every scenario of ``stage``; each batch holds tasks of one scenario only."""
+        tasks = [t for scenario_tasks in self.stage_tasks(stage).values() for t in scenario_tasks]
+        gen = torch.Generator().manual_seed(self.hparams.seed)
+        sampler = ScenarioBatchSampler(tasks, batch, shuffle, gen)
+        return DataLoader(tasks, batch_sampler=sampler, collate_fn=TaskCollator(self.data),
+                          num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0)
 
     def _eval_batch(self) -> int:
         return self.hparams.eval_tasks_per_batch or self.hparams.tasks_per_batch
 
     def train_dataloader(self) -> DataLoader:
-        return self._loaders("train", self.hparams.tasks_per_batch, shuffle=True)[0]
+        return self._loader("train", self.hparams.tasks_per_batch, shuffle=True)
 
-    def val_dataloader(self) -> list[DataLoader]:
-        return self._loaders("val", self._eval_batch(), shuffle=False)
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", self._eval_batch(), shuffle=False)
 
-    def test_dataloader(self) -> list[DataLoader]:
-        return self._loaders("test", self._eval_batch(), shuffle=False)
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", self._eval_batch(), shuffle=False)
 
-    def predict_dataloader(self) -> list[DataLoader]:
-        return self._loaders("test", self._eval_batch(), shuffle=False)
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", self._eval_batch(), shuffle=False)

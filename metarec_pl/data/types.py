@@ -36,6 +36,10 @@ class FeatureSpec:
         return f"{self.side}_{self.name}"
 
 
+# checkpoints store the schema among the hyper-parameters; allow it in weights-only loading
+torch.serialization.add_safe_globals([FeatureSpec])
+
+
 @dataclass
 class RatingData:
     user: Tensor  # [N] long
@@ -70,6 +74,7 @@ class Task:
     key: int  # the user id for user-as-task, the item id for item-as-task
     support: Tensor  # row indices
     query: Tensor  # row indices
+    scenario: str = "default"  # e.g. "user-cold"; a batch never mixes scenarios
 
 
 @dataclass
@@ -115,7 +120,6 @@ class TaskCollator:
     """Pads tasks of unequal sizes into one ``TaskBatch`` (row 0 fills the padding; the mask removes it)."""
 
     data: RatingData
-    scenario: str = "default"
 
     def samples(self, groups: list[Tensor]) -> Samples:
         rows, mask = _pad_rows(groups)
@@ -127,7 +131,7 @@ class TaskCollator:
             support=self.samples([t.support for t in tasks]),
             query=self.samples([t.query for t in tasks]),
             key=torch.tensor([t.key for t in tasks], dtype=torch.long),
-            scenario=self.scenario,
+            scenario=tasks[0].scenario,
         )
 
 

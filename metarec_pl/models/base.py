@@ -37,6 +37,13 @@ class RatingModel(nn.Module):
     def forward(self, features: dict[str, Tensor]) -> Tensor:
         return self.head(self.encoder(features)).squeeze(-1)
 
+    @torch.no_grad()
+    def init_output_bias(self, value: float) -> None:
+        """Start predictions near ``value`` (the mean training rating): the inner loop then starts from a sane
+        rating instead of spending its few steps climbing from 0 to the rating scale."""
+        last = [m for m in self.head.modules() if isinstance(m, nn.Linear)][-1]
+        last.bias.fill_(value)
+
 
 def pooled_multi(table: nn.Embedding, ids: Tensor) -> Tensor:
     """Mean of the embeddings of the present ids of a multi-valued field (id 0 is padding)."""
@@ -56,7 +63,7 @@ class FieldEmbedder(nn.Module):
         self.out_dim = sum(dim if f.kind != "dense" else f.size for f in self.schema)
 
     def forward(self, features: dict[str, Tensor]) -> Tensor:
-        parts = []
+        parts, dtype = [], next(self.parameters()).dtype if self.tables else torch.get_default_dtype()
         for f in self.schema:
             x = features[f.key]
             if f.kind == "categorical":
@@ -64,5 +71,5 @@ class FieldEmbedder(nn.Module):
             elif f.kind == "multi":
                 parts.append(pooled_multi(self.tables[f.key], x))
             else:
-                parts.append(x.float())
+                parts.append(x.to(dtype))
         return torch.cat(parts, dim=-1)

@@ -20,17 +20,18 @@ class DenseFeatures(nn.Module):
         self.schema = list(schema)
         self.out_dim = sum(f.size - (1 if f.kind == "multi" else 0) if f.kind != "dense" else f.size
                            for f in self.schema)
+        self.register_buffer("dtype_probe", torch.zeros(()), persistent=False)  # follows .double()/.half()
 
     def forward(self, features: dict[str, Tensor]) -> Tensor:
-        parts = []
+        parts, dtype = [], self.dtype_probe.dtype
         for f in self.schema:
             x = features[f.key]
             if f.kind == "categorical":
-                parts.append(F.one_hot(x, f.size).float())
+                parts.append(F.one_hot(x, f.size).to(dtype))
             elif f.kind == "multi":  # drop the padding column 0
-                parts.append(F.one_hot(x, f.size).float().amax(-2)[..., 1:])
+                parts.append(F.one_hot(x, f.size).to(dtype).amax(-2)[..., 1:])
             else:
-                parts.append(x.float())
+                parts.append(x.to(dtype))
         return torch.cat(parts, dim=-1)
 
 
