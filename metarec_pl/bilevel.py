@@ -13,7 +13,8 @@ autograd graph and the one outer backward differentiates through them.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Optional
+from dataclasses import asdict
+from typing import Any, Callable, Iterable, Optional, Union
 
 import lightning as L
 import torch
@@ -118,16 +119,18 @@ class MetaLearner(L.LightningModule):
         optimizer: OptimizerCallable = torch.optim.Adam,
         ndcg_k: Iterable[int] = (3,),
         vmap_chunk_size: Optional[int] = None,
-        schema: Optional[list[FeatureSpec]] = None,
+        schema: Optional[list[Union[FeatureSpec, dict]]] = None,
         rating_mean: Optional[float] = None,
     ) -> None:
         super().__init__()
         if schema is None:
             raise ValueError("MetaLearner: schema is missing: pass the data's schema (the metarec CLI links "
                              "data.schema to model.schema)")
+        specs = [FeatureSpec(**f) if isinstance(f, dict) else f for f in schema]
         self.save_hyperparameters(ignore=["optimizer"])
+        self.hparams.schema = [asdict(f) for f in specs]  # plain data in hparams.yaml and checkpoints
         algorithm_cls, network_cls = plugins.get_algorithm(algorithm), plugins.get_model(network)
-        self.network: nn.Module = network_cls(schema, **(network_args or {}))
+        self.network: nn.Module = network_cls(specs, **(network_args or {}))
         if rating_mean is not None and isinstance(self.network, RatingModel):
             self.network.init_output_bias(rating_mean)
         self.algorithm: Algorithm = algorithm_cls(inner_steps=inner_steps, inner_lr=inner_lr, first_order=first_order,
@@ -143,11 +146,10 @@ class MetaLearner(L.LightningModule):
 
     def adapt(self, batch: TaskBatch, steps: Optional[int] = None, create_graph: bool = False) -> AdaptResult:
         steps = self.algorithm.eval_inner_steps if steps is None else steps
-        return adapt(self.network, self.algorithm, batch, steps, create_graph, self.hparams.vmap_chunk_size)
+        return self.algorithm.run(self.network, batch, steps, create_graph, self.hparams.vmap_chunk_size)
 
     def training_step(self, batch: TaskBatch, batch_idx: int) -> Tensor:
-        result = adapt(self.network, self.algorithm, batch, self.algorithm.inner_steps,
-                       not self.algorithm.first_order, self.hparams.vmap_chunk_size)
+        result = self.adapt(batch, self.algorithm.inner_steps, create_graph=not self.algorithm.first_order)
         loss = self.algorithm.outer_loss(result, batch, dict(self.network.named_parameters()))
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
         self.log("train/query_mse", result.query_loss.mean().detach(), batch_size=len(batch))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import asdict
 from typing import Optional, Sequence
 
 from lightning.pytorch.cli import LightningCLI
@@ -10,14 +11,19 @@ from lightning.pytorch.cli import LightningCLI
 from metarec_pl import plugins
 from metarec_pl.bilevel import MetaLearner
 from metarec_pl.data.module import MetaDataModule
-from metarec_pl.data.types import DataError
+from metarec_pl.data.types import DataError, FeatureSpec
 
 ONE_LINE_ERRORS = (plugins.UnknownPluginError, plugins.PluginConflictError, DataError)
 
 
+def schema_as_dicts(schema: list[FeatureSpec]) -> list[dict]:
+    """Plain dicts serialise into configs, hparams.yaml and checkpoints alike."""
+    return [asdict(f) for f in schema]
+
+
 class MetaRecCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
-        parser.link_arguments("data.schema", "model.schema", apply_on="instantiate")
+        parser.link_arguments("data.schema", "model.schema", apply_on="instantiate", compute_fn=schema_as_dicts)
         parser.link_arguments("data.rating_mean", "model.rating_mean", apply_on="instantiate")
 
 

@@ -67,6 +67,15 @@ class Algorithm(nn.Module):
             raise ValueError(f"{self.name}: adapt patterns {list(self.adapt_patterns)} match no parameter; "
                              f"parameters are: {', '.join(all_names)}")
 
+    def run(self, model: nn.Module, batch: "TaskBatch", steps: int, create_graph: bool,
+            chunk_size: Optional[int] = None) -> AdaptResult:
+        """Predict every task's query set from its support set.  Gradient-based algorithms use the shared
+        vectorised inner loop (``metarec_pl.bilevel.adapt``); metric-based learners (prototypes, attention,
+        neural processes) override this and return the same ``AdaptResult``."""
+        from metarec_pl.bilevel import adapt  # the loop module imports this one
+
+        return adapt(model, self, batch, steps, create_graph, chunk_size)
+
     def inner_update(self, fast: dict[str, Tensor], grads: dict[str, Tensor]) -> dict[str, Tensor]:
         """One inner step on one task's fast weights (plain SGD)."""
         return {n: w - self.inner_lr * grads[n] for n, w in fast.items()}

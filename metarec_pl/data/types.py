@@ -36,9 +36,6 @@ class FeatureSpec:
         return f"{self.side}_{self.name}"
 
 
-# checkpoints store the schema among the hyper-parameters; allow it in weights-only loading
-torch.serialization.add_safe_globals([FeatureSpec])
-
 
 @dataclass
 class RatingData:
