@@ -58,7 +58,7 @@ def adapt(model: nn.Module, algorithm: Algorithm, batch: TaskBatch, steps: int, 
 
     def predict(fast: dict[str, Tensor], x: Any) -> Tensor:
         out = functional_call(net, {**fixed, **{n[strip:]: w for n, w in fast.items()}}, (x,))
-        return out.squeeze(-1) if head_only else out  # the head maps to [..., 1]
+        return model.decode(out) if head_only else out
 
     def loss(fast: dict[str, Tensor], x: Any, y: Tensor, m: Tensor) -> Tensor:
         return masked_mse(predict(fast, x), y, m)
@@ -132,7 +132,7 @@ class MetaLearner(L.LightningModule):
         algorithm_cls, network_cls = plugins.get_algorithm(algorithm), plugins.get_model(network)
         self.network: nn.Module = network_cls(specs, **(network_args or {}))
         if rating_mean is not None and isinstance(self.network, RatingModel):
-            self.network.init_output_bias(rating_mean)
+            self.network.rating_offset.fill_(rating_mean)
         self.algorithm: Algorithm = algorithm_cls(inner_steps=inner_steps, inner_lr=inner_lr, first_order=first_order,
                                                   adapt=adapt, eval_inner_steps=eval_inner_steps,
                                                   **(algorithm_args or {}))

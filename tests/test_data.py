@@ -1,0 +1,79 @@
+"""Tasks, padding and the synthetic world's splits."""
+
+import pytest
+import torch
+
+from metarec_pl.data.base import ItemTaskSampler, UserTaskSampler
+from metarec_pl.data.synthetic import SyntheticWorld
+from metarec_pl.data.types import DataError, TaskCollator
+
+
+def test_synthetic_world_is_seeded(tiny_world):
+    _, data = tiny_world
+    again = SyntheticWorld(num_users=120, num_items=80, min_ratings=15, max_ratings=40, seed=3).load()
+    other = SyntheticWorld(num_users=120, num_items=80, min_ratings=15, max_ratings=40, seed=4).load()
+    assert torch.equal(data.rating, again.rating) and torch.equal(data.item, again.item)
+    assert not torch.equal(data.rating[:500], other.rating[:500])
+    assert set(data.rating.unique().tolist()) <= {1.0, 2.0, 3.0, 4.0, 5.0}
+
+
+def test_synthetic_splits_keep_cold_users_and_items_out_of_training(tiny_world):
+    _, data = tiny_world
+    train = data.splits["train"]["train"]
+    train_users, train_items = set(data.user[train].tolist()), set(data.item[train].tolist())
+    for scenario, rows in data.splits["test"].items():
+        users, items = set(data.user[rows].tolist()), set(data.item[rows].tolist())
+        assert not set(rows.tolist()) & set(train.tolist())
+        assert (users & train_users == set()) == (scenario != "item-cold")
+        assert (items & train_items == set()) == (scenario != "user-cold")
+
+
+@pytest.mark.parametrize("sampler_cls", [UserTaskSampler, ItemTaskSampler])
+def test_tasks_split_support_and_query_disjointly(tiny_world, sampler_cls):
+    _, data = tiny_world
+    rows = data.splits["train"]["train"]
+    sampler = sampler_cls(query_size=5, min_support=4, max_support=12)
+    tasks = sampler.tasks(data, rows, seed=0)
+    key_of = data.user if sampler.group_by == "user" else data.item
+    counts = torch.bincount(key_of[rows])
+    assert len(tasks) == int((counts >= 9).sum())  # everyone with enough rows, nobody else
+    for t in tasks:
+        assert len(t.query) == 5 and 4 <= len(t.support) <= 12
+        assert not set(t.support.tolist()) & set(t.query.tolist())
+        assert set(key_of[torch.cat([t.support, t.query])].tolist()) == {t.key}
+    assert [t.query.tolist() for t in tasks] == [t.query.tolist() for t in sampler.tasks(data, rows, seed=0)]
+
+
+def test_time_order_puts_the_latest_ratings_in_the_query(tiny_world):
+    _, data = tiny_world
+    tasks = UserTaskSampler(query_size=5, min_support=3, order="time").tasks(data, data.splits["train"]["train"], 0)
+    for t in tasks:
+        assert data.time[t.support].max() <= data.time[t.query].min()
+
+
+def test_time_order_without_timestamps_is_refused(tiny_world):
+    _, data = tiny_world
+    from dataclasses import replace
+
+    with pytest.raises(DataError, match="needs timestamps"):
+        UserTaskSampler(order="time").tasks(replace(data, time=None), data.splits["train"]["train"], 0)
+
+
+def test_too_few_rows_is_one_clear_error(tiny_world):
+    _, data = tiny_world
+    with pytest.raises(DataError, match="no user has the 1001 rows a task needs"):
+        UserTaskSampler(query_size=1000, min_support=1).tasks(data, data.splits["train"]["train"], 0, name="x")
+
+
+def test_collator_pads_and_masks(tiny_world):
+    _, data = tiny_world
+    tasks = UserTaskSampler(query_size=4, min_support=2).tasks(data, data.splits["train"]["train"], 0)[:3]
+    batch = TaskCollator(data)(tasks)
+    width = max(len(t.support) for t in tasks)
+    assert batch.support.rating.shape == (3, width) and batch.query.mask.shape == (3, 4)
+    for i, t in enumerate(tasks):
+        n = len(t.support)
+        assert batch.support.mask[i].sum() == n and batch.support.mask[i, :n].all()
+        assert torch.equal(batch.support.rating[i, :n], data.rating[t.support])
+        assert (batch.support.rating[i, n:] == 0).all()
+        assert torch.equal(batch.support.features["user_gender"][i, :n], data.user_features["user_gender"][data.user[t.support]])

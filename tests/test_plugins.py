@@ -1,0 +1,126 @@
+"""The pluggy registry: run-time plugins, entry-point plugins, broken plugins and the block list."""
+
+import ast
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import metarec_pl
+from metarec_pl import plugins
+from metarec_pl.algorithms.maml import MAML
+from metarec_pl.bilevel import MetaLearner
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Doubled(MAML):
+    """A stand-in third-party algorithm: MAML with twice the inner learning rate."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.inner_lr *= 2
+
+
+class DoubledPlugin:
+    @metarec_pl.hookimpl
+    def register_algorithms(self, register):
+        register("doubled", Doubled)
+
+
+def test_plugin_registered_at_run_time_is_found_and_used(tiny_world):
+    _, data = tiny_world
+    name = metarec_pl.register_plugin(DoubledPlugin(), name="doubled-plugin", distribution="my-dist")
+    try:
+        assert metarec_pl.get_algorithm("doubled") is Doubled
+        row = [r for r in metarec_pl.registrations("algorithm") if r.name == "doubled"][0]
+        assert (row.plugin, row.distribution) == ("doubled-plugin", "my-dist")
+        module = MetaLearner(algorithm="doubled", inner_lr=0.01, schema=data.schema)
+        assert module.algorithm.inner_lr == pytest.approx(0.02)
+    finally:
+        metarec_pl.unregister_plugin(name)
+    with pytest.raises(plugins.UnknownPluginError, match="unknown algorithm 'doubled'; available: anil"):
+        metarec_pl.get_algorithm("doubled")
+
+
+def test_two_plugins_claiming_one_name_conflict():
+    class Clash:
+        @metarec_pl.hookimpl
+        def register_algorithms(self, register):
+            register("maml", Doubled)
+
+    name = metarec_pl.register_plugin(Clash(), name="clash")
+    try:
+        with pytest.raises(plugins.PluginConflictError, match="'maml' is registered by both"):
+            metarec_pl.get_algorithm("maml")
+    finally:
+        metarec_pl.unregister_plugin(name)
+
+
+def make_distribution(site: Path, dist: str, module: str, source: str) -> None:
+    """A minimal installed distribution (dist-info + module) with an entry point in group metarec_pl."""
+    (site / f"{module}.py").write_text(textwrap.dedent(source))
+    info = site / f"{dist}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[metarec_pl]\n{module} = {module}\n")
+
+
+def run_plugins(site: Path, **env) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)]), **env}
+    return subprocess.run([sys.executable, "-m", "metarec_pl.cli", "plugins"], capture_output=True, text=True,
+                          env=env, timeout=120)
+
+
+@pytest.fixture()
+def site(tmp_path):
+    make_distribution(tmp_path, "good-plugin", "good_plugin", """
+        import metarec_pl
+        from metarec_pl.algorithms.maml import MAML
+
+        class Good(MAML):
+            pass
+
+        @metarec_pl.hookimpl
+        def register_algorithms(register):
+            register("good", Good)
+        """)
+    make_distribution(tmp_path, "broken-plugin", "broken_plugin", "import a_module_that_does_not_exist\n")
+    return tmp_path
+
+
+def test_entry_point_plugin_listed_and_broken_one_skipped_in_one_line(site):
+    out = run_plugins(site)
+    assert out.returncode == 0, out.stderr
+    assert any(line.split()[:3] == ["algorithm", "good", "good-plugin"] for line in out.stdout.splitlines())
+    skipped = [line for line in out.stderr.splitlines() if "broken_plugin" in line]
+    assert len(skipped) == 1
+    assert skipped[0].startswith("metarec_pl: skipped plugin 'broken_plugin' from broken-plugin: ModuleNotFoundError")
+
+
+def test_block_list_disables_named_plugins(site):
+    out = run_plugins(site, METAREC_PL_DISABLE_PLUGINS="good_plugin,broken_plugin")
+    assert out.returncode == 0, out.stderr
+    assert " good " not in out.stdout and "broken_plugin" not in out.stderr
+    assert "maml" in out.stdout
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    return names | {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+
+
+def test_core_modules_import_no_concrete_algorithm():
+    """Only the built-in plugin modules know concrete algorithms; the core reaches them through the registry."""
+    core = [p for p in (ROOT / "metarec_pl").rglob("*.py")
+            if "builtin" not in p.parts and p.parent.name != "algorithms"]
+    assert len(core) > 8
+    for path in core:
+        concrete = {m for m in imported_modules(path)
+                    if m.startswith(("metarec_pl.builtin", "metarec_pl.algorithms."))
+                    and m != "metarec_pl.algorithms.base"}
+        assert not concrete, f"{path} imports {concrete}"
