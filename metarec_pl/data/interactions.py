@@ -1,0 +1,271 @@
+"""Any user-item log: CSV, TSV, Parquet or ``::``-separated text, with a column mapping and optional feature tables.
+
+``columns`` maps the roles ``user``, ``item``, ``rating`` (explicit rating or implicit weight, optional when
+``implicit``) and ``time`` (optional; numbers or dates) to column names (or 0-based positions when ``header`` is
+false).  User and item ids may be any strings; they are coded 0..n-1 in sorted order of the raw ids.
+
+Implicit feedback (``implicit: true``): rows with weight > 0 (every row without a rating column) are positives
+(rating 1); for each positive, ``negatives`` items the user never interacted with are drawn (seeded by
+``negative_seed``) with rating 0 and the positive's time; ``rating_range`` is (0, 1).
+
+Feature tables (``user_features`` / ``item_features``): ``{path, id, fields: {column: categorical|multi|dense},
+sep, multi_sep ("|"), header}``.  Categorical and multi-valued values are coded 1.. in sorted order (0 = unknown /
+padding); dense values must be numbers.  ``id_features: true`` adds the ids themselves as categorical fields
+``user_id`` / ``item_id`` (useful when there are no feature tables).  Every id of the log must have a row; extra rows (a full catalogue)
+are ignored.  Duplicate (user, item) rows: ``duplicates: error`` (default) or ``last`` (keep the last row).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from metarec_pl.data.cache import FileDataset
+from metarec_pl.data.features import categorical, multi
+from metarec_pl.data.textfiles import line_of_row, read_text, require
+from metarec_pl.data.types import DataError, FeatureSpec, RatingData
+
+SEPARATORS = {".csv": ",", ".tsv": "\t", ".tab": "\t", ".dat": "::"}
+Column = Union[str, int]
+
+
+class Table:
+    """A read table: a DataFrame of strings plus where each row came from (for error messages)."""
+
+    def __init__(self, path: Path, frame: pd.DataFrame, text: Optional[str], header: bool) -> None:
+        self.path, self.frame, self.text, self.header = path, frame, text, header
+
+    def where(self, row: int) -> str:
+        if self.text is None:
+            return f"{self.path}: row {row + 1}"
+        return f"{self.path}: line {line_of_row(self.text, row + int(self.header))}"
+
+    def column(self, col: Column, role: str) -> pd.Series:
+        if col not in self.frame.columns:
+            found = ", ".join(map(str, self.frame.columns))
+            raise DataError(f"{self.path}: column {col!r} ({role}) not found; expected it among the columns "
+                            f"(found: {found}; is the separator or the column mapping right?)")
+        return self.frame[col]
+
+    def numbers(self, col: Column, role: str) -> np.ndarray:
+        raw = self.column(col, role)
+        values = pd.to_numeric(raw, errors="coerce").to_numpy(np.float64)
+        bad = ~np.isfinite(values)
+        if bad.any():
+            row = int(np.argmax(bad))
+            raise DataError(f"{self.where(row)}, column {col}: {raw.iloc[row]!r} is not a finite number; expected a "
+                            f"number ({role})")
+        return values
+
+
+def read_table(path: Path, fmt: str = "auto", sep: Optional[str] = None, header: bool = True,
+               encoding: str = "utf-8") -> Table:
+    """Any supported file as strings (no type guessing, so ids like ``007`` stay as written)."""
+    if fmt == "auto":
+        fmt = "parquet" if path.suffix == ".parquet" else "text"
+    if fmt == "parquet":
+        try:
+            frame = pd.read_parquet(path)
+        except Exception as exc:  # pyarrow raises several types for a non-Parquet file
+            raise DataError(f"{path}: not a readable Parquet file ({type(exc).__name__}); expected Parquet") from None
+        return Table(path, frame.astype(str).where(frame.notna(), ""), None, True)
+    if fmt not in ("text", "csv", "tsv"):
+        raise DataError(f"{path}: format must be auto, csv, tsv, text or parquet, got {fmt!r}")
+    sep = sep or {"csv": ",", "tsv": "\t"}.get(fmt) or SEPARATORS.get(path.suffix)
+    if sep is None:
+        raise DataError(f"{path}: cannot tell the separator from the suffix {path.suffix!r}; set sep")
+    text = read_text(path, (encoding,))
+    body = text.replace(sep, "\t") if len(sep) > 1 else text
+    try:
+        frame = pd.read_csv(io.StringIO(body), sep="\t" if len(sep) > 1 else sep, header=0 if header else None,
+                            dtype=str, keep_default_na=False, skip_blank_lines=True, engine="c")
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: the file is empty; expected a table separated by {sep!r}") from None
+    except pd.errors.ParserError as exc:
+        raise DataError(f"{path}: {str(exc).strip().splitlines()[-1]}; expected every line to have the same number"
+                        f" of fields separated by {sep!r}") from None
+    if frame.shape[1] == 1 and len(text.split("\n", 1)[0]) > 0:
+        raise DataError(f"{path}: line 1: found a single column; expected columns separated by {sep!r} (set sep to "
+                        "the file's separator)")
+    if frame.empty:
+        raise DataError(f"{path}: no rows; expected a table separated by {sep!r}")
+    return Table(path, frame, text, header)
+
+
+def sample_negatives(user: np.ndarray, item: np.ndarray, num_items: int, k: int, seed: int) -> tuple[np.ndarray,
+                                                                                                       np.ndarray]:
+    """``k`` items per positive row that its user never interacted with (uniform, seeded)."""
+    rng = np.random.default_rng(seed)
+    seen = np.unique(user.astype(np.int64) * num_items + item)
+    neg_user = np.repeat(user, k)
+    neg_item = rng.integers(0, num_items, len(neg_user))
+    for _ in range(100):
+        clash = np.isin(neg_user * num_items + neg_item, seen)
+        if not clash.any():
+            return neg_user, neg_item
+        neg_item[clash] = rng.integers(0, num_items, int(clash.sum()))
+    full = np.bincount(user[np.isin(user * num_items + item, seen)], minlength=int(user.max()) + 1)
+    raise DataError(f"implicit feedback: cannot draw negatives for {int((full >= num_items).sum())} user(s) who "
+                    "interacted with (nearly) every item; expected some unseen items per user (lower negatives)")
+
+
+class Interactions(FileDataset):
+    """A user-item log with optional feature tables (see module docstring)."""
+
+    kind = "interactions"
+
+    def __init__(self, root: Optional[str] = None, path: str = "interactions.csv", format: str = "auto",
+                 sep: Optional[str] = None, header: bool = True, columns: Optional[dict[str, Column]] = None,
+                 implicit: bool = False, negatives: int = 4, negative_seed: int = 0,
+                 rating_range: Optional[tuple[float, float]] = None, encoding: str = "utf-8",
+                 duplicates: str = "error", user_features: Optional[dict[str, Any]] = None,
+                 item_features: Optional[dict[str, Any]] = None, id_features: bool = False,
+                 protocol: str = "user-cold",
+                 cache_dir: Optional[str] = None, cache: bool = True, **protocol_options: Any) -> None:
+        super().__init__(root, protocol, cache_dir, cache, **protocol_options)
+        columns = {"user": "user", "item": "item", **({} if implicit else {"rating": "rating"}), **(columns or {})}
+        unknown = sorted(set(columns) - {"user", "item", "rating", "time"})
+        if unknown:
+            raise DataError(f"interactions: columns: unknown role(s) {', '.join(unknown)}; expected user, item, "
+                            "rating, time")
+        if duplicates not in ("error", "last"):
+            raise DataError(f"interactions: duplicates: expected 'error' or 'last', got {duplicates!r}")
+        if implicit and negatives < 0:
+            raise DataError(f"interactions: negatives must be >= 0, got {negatives}")
+        self.options = dict(path=path, format=format, sep=sep, header=header, columns=columns, implicit=implicit,
+                            negatives=negatives, negative_seed=negative_seed, encoding=encoding, duplicates=duplicates,
+                            rating_range=list(rating_range) if rating_range else None,
+                            user_features=user_features, item_features=item_features, id_features=id_features)
+
+    def files(self) -> list[Path]:
+        o = self.options
+        out = [require(self.root, o["path"], "interactions log")]
+        for side in ("user", "item"):
+            spec = o[f"{side}_features"]
+            if spec:
+                if "path" not in spec or "id" not in spec:
+                    raise DataError(f"interactions: {side}_features needs 'path' and 'id' (and 'fields')")
+                out.append(require(self.root, spec["path"], f"{side} feature table"))
+        return out
+
+    def read(self) -> tuple[RatingData, None]:
+        o = self.options
+        log = read_table(self.files()[0], o["format"], o["sep"], o["header"], o["encoding"])
+        cols = o["columns"]
+        user_raw = log.column(cols["user"], "user").to_numpy(str)
+        item_raw = log.column(cols["item"], "item").to_numpy(str)
+        for raw, role in ((user_raw, "user"), (item_raw, "item")):
+            empty = np.char.str_len(np.char.strip(raw)) == 0
+            if empty.any():
+                raise DataError(f"{log.where(int(np.argmax(empty)))}, column {cols[role]}: empty {role} id; expected "
+                                "an id")
+        rating = log.numbers(cols["rating"], "rating") if cols.get("rating") is not None else np.ones(len(user_raw))
+        time = None
+        if cols.get("time") is not None:
+            raw = log.column(cols["time"], "time")
+            time = pd.to_numeric(raw, errors="coerce").to_numpy(np.float64)
+            if np.isnan(time).any():  # dates rather than numbers
+                time = pd.to_datetime(raw, errors="coerce", utc=True).to_numpy("datetime64[ns]").astype(np.float64)
+                bad = np.isnan(time) | (time < -9e18)
+                if bad.any():
+                    row = int(np.argmax(bad))
+                    raise DataError(f"{log.where(row)}, column {cols['time']}: {raw.iloc[row]!r} is neither a number "
+                                    "nor a date; expected a timestamp")
+                time = time / 1e9
+        lo, hi = o["rating_range"] or ((0.0, np.inf) if o["implicit"] else (rating.min(), rating.max()))
+        if not o["implicit"]:
+            bad = (rating < lo) | (rating > hi)
+            if bad.any():
+                row = int(np.argmax(bad))
+                raise DataError(f"{log.where(row)}, column {cols['rating']}: {rating[row]:g} is outside the rating "
+                                f"range [{lo:g}, {hi:g}]; expected ratings in that range")
+        pairs = pd.DataFrame({"u": user_raw, "i": item_raw})
+        dup = pairs.duplicated(keep="last").to_numpy()
+        if dup.any():
+            if o["duplicates"] == "error":
+                row = int(np.argmax(pairs.duplicated(keep="first").to_numpy()))
+                raise DataError(f"{log.where(row)}: duplicate row for user {user_raw[row]!r}, item {item_raw[row]!r};"
+                                " expected one row per (user, item) pair (set duplicates: last to keep the last one)")
+        keep = ~dup
+        if o["implicit"]:
+            keep &= rating > 0
+        if not keep.any():
+            raise DataError(f"{log.path}: no rows left after removing duplicates and non-positive weights")
+        user_raw, item_raw, rating = user_raw[keep], item_raw[keep], rating[keep]
+        time = time[keep] if time is not None else None
+        user_codes, user_ids = pd.factorize(user_raw, sort=True)
+        item_codes, item_ids = pd.factorize(item_raw, sort=True)
+        rows = np.flatnonzero(keep)  # row positions in the file, for messages about feature tables
+
+        user_tables, user_schema = self._features("user", user_ids, user_raw, rows, log)
+        item_tables, item_schema = self._features("item", item_ids, item_raw, rows, log)
+        user, item = user_codes.astype(np.int64), item_codes.astype(np.int64)
+        if o["id_features"]:  # the ids themselves as categorical fields (1..n; 0 is left for unknown)
+            for side, n, tables, schema in (("user", len(user_ids), user_tables, user_schema),
+                                            ("item", len(item_ids), item_tables, item_schema)):
+                tables[f"{side}_id"] = torch.arange(1, n + 1)
+                schema.append(FeatureSpec(side, "id", "categorical", n + 1))
+        if o["implicit"]:
+            rating = np.ones(len(user), dtype=np.float64)
+            if o["negatives"]:
+                nu, ni = sample_negatives(user, item, len(item_ids), o["negatives"], o["negative_seed"])
+                user, item = np.concatenate([user, nu]), np.concatenate([item, ni])
+                rating = np.concatenate([rating, np.zeros(len(nu))])
+                if time is not None:
+                    time = np.concatenate([time, np.repeat(time, o["negatives"])])
+            lo, hi = 0.0, 1.0
+        data = RatingData(
+            user=torch.from_numpy(user), item=torch.from_numpy(item), rating=torch.from_numpy(rating.astype(np.float32)),
+            time=torch.from_numpy(time) if time is not None else None, user_features=user_tables,
+            item_features=item_tables, schema=user_schema + item_schema, splits={}, rating_range=(float(lo), float(hi)))
+        return data, None
+
+    def _features(self, side: str, ids: np.ndarray, raw: np.ndarray, rows: np.ndarray,
+                  log: Table) -> tuple[dict[str, Tensor], list[FeatureSpec]]:
+        spec = self.options[f"{side}_features"]
+        if not spec:
+            return {}, []
+        unknown_keys = sorted(set(spec) - {"path", "id", "fields", "sep", "multi_sep", "header", "format"})
+        if unknown_keys:
+            raise DataError(f"interactions: {side}_features: unknown key(s) {', '.join(unknown_keys)}; expected path,"
+                            " id, fields, sep, multi_sep, header, format")
+        table = read_table(require(self.root, spec["path"]), spec.get("format", "auto"), spec.get("sep"),
+                           spec.get("header", True), self.options["encoding"])
+        key = table.column(spec["id"], f"{side} id").to_numpy(str)
+        dup = pd.Series(key).duplicated().to_numpy()
+        if dup.any():
+            raise DataError(f"{table.where(int(np.argmax(dup)))}: {side} id {key[np.argmax(dup)]!r} appears twice; "
+                            "expected one row per id")
+        code = pd.Index(ids).get_indexer(key)  # -1: not in the log (ignored)
+        missing = ~pd.Index(ids).isin(key)
+        if missing.any():
+            raw_id = ids[int(np.argmax(missing))]
+            row = rows[int(np.argmax(raw == raw_id))]
+            raise DataError(f"{log.where(int(row))}: {side} {raw_id!r} has no row in {table.path.name}; expected every"
+                            f" {side} of the log in its feature table")
+        here = code >= 0
+        tables, schema = {}, []
+        for name, kind in (spec.get("fields") or {}).items():
+            col = table.column(name, f"{side} feature")
+            if kind == "categorical":
+                tables[f"{side}_{name}"], size = categorical(code[here], col.to_numpy(str)[here].tolist(), len(ids))
+            elif kind == "multi":
+                lists = [[v.strip() for v in s.split(spec.get("multi_sep", "|")) if v.strip()]
+                         for s in col.to_numpy(str)[here]]
+                tables[f"{side}_{name}"], size = multi(code[here], lists, len(ids))
+            elif kind == "dense":
+                values = table.numbers(name, f"{side} feature {name}")
+                dense = torch.zeros(len(ids), 1)
+                dense[torch.from_numpy(code[here])] = torch.from_numpy(values[here]).float()[:, None]
+                tables[f"{side}_{name}"], size = dense, 1
+            else:
+                raise DataError(f"interactions: {side}_features.fields.{name}: kind must be categorical, multi or "
+                                f"dense, got {kind!r}")
+            schema.append(FeatureSpec(side, name, kind, size))
+        return tables, schema

@@ -1,0 +1,208 @@
+"""Named, versioned cold-start protocols: rows -> ``RatingData.splits`` (stage -> scenario -> row indices).
+
+A protocol is what a config states and a result cites (``user-cold/v1 seed=0``); its version is part of the data
+cache key, so changing a protocol's rules means bumping its version.  Validation always comes from training
+users (or, for ``item-cold``, training users on held-out items), never from test users.  The support/query split
+inside each task is the task sampler's job (``data.sampler_args``).
+
+* ``melu``: MeLU's state files.  Per state, users with ``min_ratings``..``max_ratings`` ratings in that state
+  (13..100) are kept.  Warm users are split into train / val / held-out warm test; test scenarios ``warm``,
+  ``user-cold``, ``item-cold``, ``user+item-cold``.  MeLU's tasks: ``sampler_args: {query_size: 10, min_support: 3}``.
+* ``user-cold``: users split train/val/test; test users never appear in training.  K-shot evaluation:
+  ``sampler_args: {min_support: K, max_support: K, query_size: Q}``.
+* ``item-cold``: items ordered by ``by`` (``count``: fewest ratings first, ``time``: latest first appearance
+  first, ``random``); the coldest ``test_fraction`` are test items, the next ``val_fraction`` val items; no
+  rating of either is ever in training.
+* ``temporal``: users split as in ``user-cold`` and each task's support = the user's earliest ratings, query = the
+  latest (preference drift); needs timestamps and ``sampler_args.order: time``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor
+
+from metarec_pl.data.types import DataError
+
+log = logging.getLogger(__name__)
+
+Splits = dict[str, dict[str, Tensor]]
+MELU_STATES = ("warm", "user-cold", "item-cold", "user+item-cold")
+
+
+@dataclass(frozen=True)
+class Rows:
+    """What a protocol sees: the rows' user, item, optional time and optional state label (index into
+    ``state_names``)."""
+
+    user: Tensor
+    item: Tensor
+    time: Optional[Tensor] = None
+    state: Optional[Tensor] = None
+    state_names: tuple[str, ...] = ()
+    name: str = "data"  # for messages
+
+
+def _rows(mask: Tensor) -> Tensor:
+    return torch.nonzero(mask).flatten()
+
+
+def _keep_users(rows: Rows, candidates: Tensor, min_ratings: Optional[int], max_ratings: Optional[int],
+                where: str) -> Tensor:
+    """``candidates`` (row indices) of users whose number of rows among ``candidates`` is within bounds."""
+    if min_ratings is None and max_ratings is None:
+        return candidates
+    users = rows.user[candidates]
+    counts = torch.bincount(users)  # ids are non-negative; bincount avoids a sort
+    present = counts > 0
+    ok = present.clone()
+    if min_ratings is not None:
+        ok &= counts >= min_ratings
+    if max_ratings is not None:
+        ok &= counts <= max_ratings
+    dropped, total = int((present & ~ok).sum()), int(present.sum())
+    if dropped:
+        log.info("%s: %s: filtered out %d of %d users with fewer than %s or more than %s ratings", rows.name, where,
+                 dropped, total, min_ratings, max_ratings)
+    if not ok.any():
+        seen = counts[present]
+        raise DataError(f"{rows.name}: {where}: no user is left after keeping users with {min_ratings}..{max_ratings}"
+                        f" ratings ({total} users had {int(seen.min()) if total else 0}..{int(seen.max()) if total else 0})")
+    return candidates[ok[users]]
+
+
+def _split_ids(ids: Tensor, fractions: list[float], seed: int, what: str) -> list[Tensor]:
+    """Seeded random split of ``ids`` into parts of the given fractions plus the rest (first)."""
+    if any(f < 0 for f in fractions) or sum(fractions) >= 1:
+        raise DataError(f"{what}: fractions {fractions} must be >= 0 and sum to less than 1")
+    perm = ids[torch.randperm(len(ids), generator=torch.Generator().manual_seed(seed))]
+    sizes = [round(f * len(ids)) for f in fractions]
+    if any(f > 0 and s == 0 for f, s in zip(fractions, sizes)) or sum(sizes) >= len(ids):
+        raise DataError(f"{what}: {len(ids)} ids are too few to split by {fractions}")
+    parts, at = [], 0
+    for s in sizes:
+        parts.append(perm[at:at + s])
+        at += s
+    return [perm[at:]] + parts
+
+
+def _member(values: Tensor, members: Tensor) -> Tensor:
+    """``values`` in ``members`` (non-negative ids), by table look-up (far faster than ``torch.isin``)."""
+    size = max([0] + [int(t.max()) for t in (values, members) if len(t)]) + 1
+    table = torch.zeros(size, dtype=torch.bool)
+    table[members] = True
+    return table[values]
+
+
+def _ids(values: Tensor) -> Tensor:
+    """The distinct non-negative ids, ascending."""
+    return torch.nonzero(torch.bincount(values)).flatten() if len(values) else values
+
+
+def _of_users(rows: Rows, candidates: Tensor, users: Tensor) -> Tensor:
+    return candidates[_member(rows.user[candidates], users)]
+
+
+def user_cold(rows: Rows, seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.1,
+              min_ratings: Optional[int] = None, max_ratings: Optional[int] = None) -> Splits:
+    every = _keep_users(rows, torch.arange(len(rows.user)), min_ratings, max_ratings, "user-cold")
+    train, val, test = _split_ids(_ids(rows.user[every]), [val_fraction, test_fraction], seed, "user-cold")
+    return {"train": {"train": _of_users(rows, every, train)}, "val": {"user-cold": _of_users(rows, every, val)},
+            "test": {"user-cold": _of_users(rows, every, test)}}
+
+
+def temporal(rows: Rows, seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.1,
+             min_ratings: Optional[int] = None, max_ratings: Optional[int] = None) -> Splits:
+    if rows.time is None:
+        raise DataError(f"{rows.name}: protocol 'temporal' needs timestamps, and this ratings file has none")
+    splits = user_cold(rows, seed, val_fraction, test_fraction, min_ratings, max_ratings)
+    return {"train": splits["train"], "val": {"temporal": splits["val"]["user-cold"]},
+            "test": {"temporal": splits["test"]["user-cold"]}}
+
+
+def item_cold(rows: Rows, seed: int = 0, by: str = "count", val_fraction: float = 0.1, test_fraction: float = 0.2,
+              min_ratings: Optional[int] = None, max_ratings: Optional[int] = None) -> Splits:
+    every = _keep_users(rows, torch.arange(len(rows.user)), min_ratings, max_ratings, "item-cold")
+    item = rows.item[every]
+    items = _ids(item)
+    gen = torch.Generator().manual_seed(seed)
+    shuffle = torch.randperm(len(items), generator=gen)  # random order, also the tie-break below
+    if by == "count":
+        counts = torch.bincount(item)[items]
+        order = shuffle[torch.argsort(counts[shuffle], stable=True)]
+    elif by == "time":
+        if rows.time is None:
+            raise DataError(f"{rows.name}: protocol 'item-cold' with by=time needs timestamps, and this ratings file "
+                            "has none (use by: count or by: random)")
+        first = torch.full((int(items.max()) + 1,), float("inf"), dtype=torch.float64)
+        first = first.scatter_reduce(0, item, rows.time[every].double(), reduce="amin")[items]
+        order = shuffle[torch.argsort(-first[shuffle], stable=True)]
+    elif by == "random":
+        order = shuffle
+    else:
+        raise DataError(f"protocol item-cold: by must be 'count', 'time' or 'random', got {by!r}")
+    n_test, n_val = round(test_fraction * len(items)), round(val_fraction * len(items))
+    if n_test < 1 or n_val < 1 or n_test + n_val >= len(items):
+        raise DataError(f"protocol item-cold: {len(items)} items are too few to split by val_fraction={val_fraction},"
+                        f" test_fraction={test_fraction}")
+    test_items, val_items = items[order[:n_test]], items[order[n_test:n_test + n_val]]
+    in_test, in_val = _member(item, test_items), _member(item, val_items)
+    return {"train": {"train": every[~in_test & ~in_val]}, "val": {"item-cold": every[in_val]},
+            "test": {"item-cold": every[in_test]}}
+
+
+def melu(rows: Rows, seed: int = 0, val_fraction: float = 0.1, warm_test_fraction: float = 0.1,
+         min_ratings: Optional[int] = 13, max_ratings: Optional[int] = 100) -> Splits:
+    if rows.state is None or tuple(rows.state_names) != MELU_STATES:
+        raise DataError(f"{rows.name}: protocol 'melu' needs MeLU's state files (data set melu-movielens-1m)")
+    state = {name: _keep_users(rows, _rows(rows.state == i), min_ratings, max_ratings, name)
+             for i, name in enumerate(MELU_STATES)}
+    warm = state.pop("warm")
+    train, val, test = _split_ids(_ids(rows.user[warm]), [val_fraction, warm_test_fraction], seed, "melu warm")
+    return {"train": {"train": _of_users(rows, warm, train)}, "val": {"warm": _of_users(rows, warm, val)},
+            "test": {"warm": _of_users(rows, warm, test), **state}}
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    version: int
+    split: Callable[..., Splits]
+    sampler_order: Optional[str] = None  # the task order the protocol needs from the sampler, if any
+
+    def options(self) -> dict[str, object]:
+        """Option names and defaults."""
+        return {n: p.default for n, p in inspect.signature(self.split).parameters.items() if n != "rows"}
+
+
+PROTOCOLS = {p.name: p for p in (
+    Protocol("melu", 1, melu), Protocol("user-cold", 1, user_cold), Protocol("item-cold", 1, item_cold),
+    Protocol("temporal", 1, temporal, sampler_order="time"),
+)}
+
+
+def get(name: str, options: dict) -> Protocol:
+    """The protocol called ``name``; unknown names or options are one-line errors."""
+    if name not in PROTOCOLS:
+        raise DataError(f"unknown protocol {name!r}; expected one of: {', '.join(PROTOCOLS)}")
+    protocol = PROTOCOLS[name]
+    unknown = sorted(set(options) - set(protocol.options()))
+    if unknown:
+        raise DataError(f"protocol {name!r}: unknown option(s) {', '.join(unknown)}; expected some of: "
+                        f"{', '.join(protocol.options())}")
+    return protocol
+
+
+def make_splits(name: str, rows: Rows, options: dict) -> Splits:
+    protocol = get(name, options)
+    splits = protocol.split(rows, **options)
+    for stage, scenarios in splits.items():
+        for scenario, idx in scenarios.items():
+            if len(idx) == 0:
+                raise DataError(f"{rows.name}: protocol {name!r} left no rows in {stage}/{scenario}")
+    return splits
