@@ -23,7 +23,7 @@ from lightning_utilities.core.apply_func import apply_to_collection
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
-from metarec_pl import plugins
+from metarec_pl import plugins, provenance
 from metarec_pl.algorithms.base import AdaptResult, Algorithm
 from metarec_pl.data.types import FeatureSpec, TaskBatch
 from metarec_pl.metrics import RatingMetrics
@@ -96,21 +96,27 @@ class MetaLearner(L.LightningModule):
     Args:
         algorithm: registered algorithm name (``metarec plugins`` lists them).
         network: registered model name.
-        inner_steps / inner_lr / first_order / adapt / eval_inner_steps: inner-loop options, see ``Algorithm``.
+        inner_steps / inner_lr / first_order / adapt / eval_inner_steps: inner-loop options, see ``Algorithm``
+            (``None``: the algorithm's default, 5 steps of lr 0.01 unless it is a preset such as ``melu``).
         algorithm_args / network_args: further keyword arguments of the chosen classes.
         optimizer: the outer optimiser.
         ndcg_k: cut-offs of nDCG on each query set.
         vmap_chunk_size: tasks per vmap chunk (``None``: all at once); smaller trades speed for memory.
         schema: the data's feature schema; the CLI links it from ``data.schema``.
         rating_mean: initial output bias (mean training rating); the CLI links it from ``data.rating_mean``.
+        num_users / num_items: id-table sizes for algorithms that keep per-id tables (``bias``, ``mf-foldin``,
+            ``popularity``); the CLI links them from ``data.num_users``/``data.num_items``.
+        top_k / like_threshold: cut-offs of the candidate-pool metrics and the "like" rating (see ``metrics``).
+        plugin_distributions: filled in, not set: ``{"algorithm/<name>": distribution, "model/<name>": ...}`` of
+            this run, kept in hparams/checkpoints/configs so a missing plugin is named on load (``provenance``).
     """
 
     def __init__(
         self,
         algorithm: str = "maml",
         network: str = "melu",
-        inner_steps: int = 5,
-        inner_lr: float = 0.01,
+        inner_steps: Optional[int] = None,
+        inner_lr: Optional[float] = None,
         first_order: Optional[bool] = None,
         adapt: Optional[list[str]] = None,
         eval_inner_steps: Optional[int] = None,
@@ -121,6 +127,11 @@ class MetaLearner(L.LightningModule):
         vmap_chunk_size: Optional[int] = None,
         schema: Optional[list[Union[FeatureSpec, dict]]] = None,
         rating_mean: Optional[float] = None,
+        num_users: Optional[int] = None,
+        num_items: Optional[int] = None,
+        top_k: Iterable[int] = (5, 10),
+        like_threshold: float = 4.0,
+        plugin_distributions: Optional[dict[str, str]] = None,
     ) -> None:
         super().__init__()
         if schema is None:
@@ -129,16 +140,19 @@ class MetaLearner(L.LightningModule):
         specs = [FeatureSpec(**f) if isinstance(f, dict) else f for f in schema]
         self.save_hyperparameters(ignore=["optimizer"])
         self.hparams.schema = [asdict(f) for f in specs]  # plain data in hparams.yaml and checkpoints
-        algorithm_cls, network_cls = plugins.get_algorithm(algorithm), plugins.get_model(network)
+        algorithm_cls = provenance.lookup("algorithm", algorithm, plugin_distributions)
+        network_cls = provenance.lookup("model", network, plugin_distributions)
+        self.hparams.plugin_distributions = provenance.record(("algorithm", algorithm), ("model", network))
         self.network: nn.Module = network_cls(specs, **(network_args or {}))
         if rating_mean is not None and isinstance(self.network, RatingModel):
             self.network.rating_offset.fill_(rating_mean)
         self.algorithm: Algorithm = algorithm_cls(inner_steps=inner_steps, inner_lr=inner_lr, first_order=first_order,
                                                   adapt=adapt, eval_inner_steps=eval_inner_steps,
                                                   **(algorithm_args or {}))
+        self.algorithm.num_users, self.algorithm.num_items = num_users, num_items
         self.algorithm.bind(self.network)
         self.optimizer_factory: Callable = optimizer
-        self.metrics = RatingMetrics(ndcg_k=tuple(ndcg_k))
+        self.metrics = RatingMetrics(ndcg_k=tuple(ndcg_k), top_k=tuple(top_k), like_threshold=like_threshold)
 
     def forward(self, features: dict[str, Tensor]) -> Tensor:
         """Predictions of the meta-learned (unadapted) network."""
@@ -157,11 +171,10 @@ class MetaLearner(L.LightningModule):
 
     def _evaluate(self, batch: TaskBatch, stage: str) -> None:
         with torch.inference_mode(False), torch.no_grad():
-            batch = _outside_inference_mode(batch)
-            adapted = self.adapt(batch).query_pred
-            self.metrics.update(stage, batch.scenario, adapted, batch)
-            if self.algorithm.gradient_based:
-                self.metrics.update(stage, batch.scenario, self.network(batch.query.features), batch, zero_shot=True)
+            adapted = self.adapt(_outside_inference_mode(batch)).query_pred
+        self.metrics.update(stage, batch.scenario, adapted, batch)  # in the trainer's own (inference) mode
+        if self.algorithm.gradient_based:
+            self.metrics.update(stage, batch.scenario, self.network(batch.query.features), batch, zero_shot=True)
 
     def validation_step(self, batch: TaskBatch, batch_idx: int) -> None:
         self._evaluate(batch, "val")
@@ -175,6 +188,12 @@ class MetaLearner(L.LightningModule):
             pred = self.adapt(batch).query_pred
         return {"scenario": batch.scenario, "key": batch.key, "item": batch.query.item,
                 "mask": batch.query.mask, "prediction": pred.float()}
+
+    def on_validation_epoch_start(self) -> None:
+        self.metrics.clear("val")  # metric states are created in this epoch's (inference) mode
+
+    def on_test_epoch_start(self) -> None:
+        self.metrics.clear("test")
 
     def on_validation_epoch_end(self) -> None:
         self.log_dict(self.metrics.compute("val"), sync_dist=False)

@@ -25,6 +25,14 @@ class MetaRecCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.schema", "model.schema", apply_on="instantiate", compute_fn=schema_as_dicts)
         parser.link_arguments("data.rating_mean", "model.rating_mean", apply_on="instantiate")
+        parser.link_arguments("data.num_users", "model.num_users", apply_on="instantiate")
+        parser.link_arguments("data.num_items", "model.num_items", apply_on="instantiate")
+
+    def after_instantiate_classes(self) -> None:
+        """The saved config.yaml names the distribution behind each plugin of the run (``metarec_pl.provenance``)."""
+        super().after_instantiate_classes()
+        config = self.config.get(str(self.subcommand), self.config)
+        config.model.plugin_distributions = dict(self.model.hparams.plugin_distributions)
 
 
 def print_plugins(out=sys.stdout) -> None:

@@ -3,7 +3,13 @@
 Every evaluated batch updates two collections: the stage's pooled one (``test/mae``) and its scenario's
 (``test/user-cold/mae``); gradient-based algorithms also update the zero-shot ones (``test/mae_zero_shot``).
 MAE/RMSE pool all query ratings; nDCG@k ranks each task's query items by predicted rating with the true
-rating as graded relevance, averaged over tasks.
+rating as graded relevance, averaged over tasks.  ``like_acc``/``like_recall``: a rating >= ``like_threshold``
+is a "like"; predictions are thresholded the same way.
+
+Top-k over a candidate pool (when the batch carries ``TaskBatch.candidate``, see ``data/candidates.py``): each
+task's query positives (rating >= ``like_threshold``) are ranked among its candidate items (never rated by that
+user); query items below the threshold are left out.  ``pool/precision@k``, ``pool/recall@k``, ``pool/hit@k``,
+``pool/ndcg@k`` (binary relevance), averaged over tasks with at least one positive; adapted predictions only.
 """
 
 from __future__ import annotations
@@ -13,7 +19,9 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
-from torchmetrics.retrieval import RetrievalNormalizedDCG
+from torchmetrics.classification import BinaryAccuracy, BinaryRecall
+from torchmetrics.retrieval import (RetrievalHitRate, RetrievalNormalizedDCG, RetrievalPrecision,
+                                    RetrievalRecall)
 
 from metarec_pl.data.types import TaskBatch
 
@@ -21,9 +29,11 @@ POOLED = "*"
 
 
 class RatingMetrics(nn.Module):
-    def __init__(self, ndcg_k: Sequence[int] = (3,)) -> None:
+    def __init__(self, ndcg_k: Sequence[int] = (3,), top_k: Sequence[int] = (5, 10),
+                 like_threshold: float = 4.0) -> None:
         super().__init__()
         self.ndcg_k = tuple(ndcg_k)
+        self.top_k, self.like_threshold = tuple(top_k), like_threshold
         self.sets = nn.ModuleDict()  # "stage|scenario|adapted" -> MetricCollection, created on first use
         self.scenario_ids: dict[str, int] = {}
 
@@ -32,6 +42,7 @@ class RatingMetrics(nn.Module):
         if key not in self.sets:
             metrics = {"mae": MeanAbsoluteError(), "rmse": MeanSquaredError(squared=False)}
             metrics.update({f"ndcg@{k}": RetrievalNormalizedDCG(top_k=k) for k in self.ndcg_k})
+            metrics.update({"like_acc": BinaryAccuracy(), "like_recall": BinaryRecall()})
             prefix = f"{stage}/" if scenario == POOLED else f"{stage}/{scenario}/"
             collection = MetricCollection(metrics, prefix=prefix, postfix="_zero_shot" if zero_shot else None)
             self.sets[key] = collection.to(device)
@@ -41,6 +52,7 @@ class RatingMetrics(nn.Module):
         """Add one batch of query predictions [tasks, query] (padding removed by the query mask)."""
         sid = self.scenario_ids.setdefault(scenario, len(self.scenario_ids))
         real = batch.query.mask > 0
+        pred_all = pred.float()
         pred, target = pred.float()[real], batch.query.rating[real]
         tasks = (batch.key * 1024 + sid)[:, None].expand_as(real)[real]
         for name in (POOLED, scenario):
@@ -48,8 +60,40 @@ class RatingMetrics(nn.Module):
             for metric_name, metric in collection.items(keep_base=True):
                 if isinstance(metric, RetrievalNormalizedDCG):
                     metric.update(pred, target.long(), indexes=tasks)
+                elif isinstance(metric, (BinaryAccuracy, BinaryRecall)):
+                    metric.update((pred >= self.like_threshold).long(), (target >= self.like_threshold).long())
                 else:
                     metric.update(pred, target)
+        if batch.candidate is not None and not zero_shot:
+            self._update_pool(stage, scenario, pred_all, batch, sid)
+
+    def _pool_collection(self, stage: str, scenario: str, device: torch.device) -> MetricCollection:
+        key = f"{stage}|{scenario}|pool"
+        if key not in self.sets:
+            skip = dict(empty_target_action="skip")
+            metrics = {}
+            for k in self.top_k:
+                metrics.update({f"precision@{k}": RetrievalPrecision(top_k=k, **skip),
+                                f"recall@{k}": RetrievalRecall(top_k=k, **skip),
+                                f"hit@{k}": RetrievalHitRate(top_k=k, **skip),
+                                f"ndcg@{k}": RetrievalNormalizedDCG(top_k=k, **skip)})
+            prefix = f"{stage}/pool/" if scenario == POOLED else f"{stage}/{scenario}/pool/"
+            self.sets[key] = MetricCollection(metrics, prefix=prefix).to(device)
+        return self.sets[key]
+
+    def _update_pool(self, stage: str, scenario: str, pred: Tensor, batch: TaskBatch, sid: int) -> None:
+        """Rank each task's query positives among its candidates (other query items are left out)."""
+        positive = (batch.query.mask > 0) & (batch.query.rating >= self.like_threshold)
+        keep = positive | batch.candidate
+        tasks = (batch.key * 1024 + sid)[:, None].expand_as(keep)[keep]
+        for name in (POOLED, scenario):
+            self._pool_collection(stage, name, pred.device).update(pred[keep], positive[keep].long(),
+                                                                   indexes=tasks)
+
+    def clear(self, stage: str) -> None:
+        """Drop the collections of ``stage``; the next update creates them afresh."""
+        for key in [k for k in self.sets if k.startswith(stage + "|")]:
+            del self.sets[key]
 
     def compute(self, stage: str) -> dict[str, float]:
         """All metrics of ``stage`` (synchronised across processes by torchmetrics), then reset them."""

@@ -34,6 +34,8 @@ class Algorithm(nn.Module):
     ``inner_steps``/``inner_lr``: the inner SGD; ``first_order`` drops second derivatives (default per class);
     ``adapt``: glob patterns over parameter names (``head.*`` adapts the decision layers only, as MeLU does);
     ``eval_inner_steps``: steps at validation/test/predict time (default ``inner_steps``).
+    ``inner_steps``/``inner_lr`` left at ``None`` take the class's ``default_inner_steps``/``default_inner_lr``
+    (so a preset such as ``melu`` can carry its paper's local settings).
     """
 
     gradient_based: ClassVar[bool] = True
@@ -42,10 +44,17 @@ class Algorithm(nn.Module):
     needs_support_loss: ClassVar[bool] = False
     needs_fast_weights: ClassVar[bool] = False
     query_through_fast_weights: ClassVar[bool] = True  # False: the query loss sees adapted weights as constants
+    num_users: Optional[int] = None  # id-table sizes, set by MetaLearner before ``bind`` (for per-id baselines)
+    num_items: Optional[int] = None
+    default_inner_steps: ClassVar[int] = 5
+    default_inner_lr: ClassVar[float] = 0.01
 
-    def __init__(self, inner_steps: int = 5, inner_lr: float = 0.01, first_order: Optional[bool] = None,
-                 adapt: Optional[Sequence[str]] = None, eval_inner_steps: Optional[int] = None) -> None:
+    def __init__(self, inner_steps: Optional[int] = None, inner_lr: Optional[float] = None,
+                 first_order: Optional[bool] = None, adapt: Optional[Sequence[str]] = None,
+                 eval_inner_steps: Optional[int] = None) -> None:
         super().__init__()
+        inner_steps = self.default_inner_steps if inner_steps is None else inner_steps
+        inner_lr = self.default_inner_lr if inner_lr is None else inner_lr
         if inner_steps < 0 or (eval_inner_steps is not None and eval_inner_steps < 0):
             raise ValueError(f"{self.name}: inner steps must be >= 0, got {inner_steps}, {eval_inner_steps}")
         self.inner_steps = inner_steps if self.gradient_based else 0

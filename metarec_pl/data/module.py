@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Sampler
 
 from metarec_pl import plugins
-from metarec_pl.data.types import FeatureSpec, RatingData, Task, TaskCollator
+from metarec_pl.data.candidates import CandidateCollator, check_pool_size, draw_pools
+from metarec_pl.data.resume import ResumableDataLoader
+from metarec_pl.data.types import DataError, FeatureSpec, RatingData, Task, TaskCollator
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +23,8 @@ class ScenarioBatchSampler(Sampler[list[int]]):
 
     def __init__(self, tasks: list[Task], batch_size: int, shuffle: bool, generator: torch.Generator) -> None:
         self.batch_size, self.shuffle, self.generator = batch_size, shuffle, generator
+        self.seed, self.epoch = generator.initial_seed(), 0
+        self.start = 0  # batches of the next epoch to skip (set when a fit resumes mid-epoch)
         self.groups: dict[str, list[int]] = {}
         for i, t in enumerate(tasks):
             self.groups.setdefault(t.scenario, []).append(i)
@@ -33,7 +37,14 @@ class ScenarioBatchSampler(Sampler[list[int]]):
             batches += [idx[i:i + self.batch_size] for i in range(0, len(idx), self.batch_size)]
         if self.shuffle:
             batches = [batches[i] for i in torch.randperm(len(batches), generator=self.generator).tolist()]
-        return iter(batches)
+        start, self.start = self.start, 0
+        return iter(batches[start:])
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning before each epoch: the order then depends only on (seed, epoch), so a fit resumed
+        mid-epoch (``data/resume.py``) sees the same order as an uninterrupted one."""
+        self.epoch = epoch
+        self.generator.manual_seed(self.seed + epoch)
 
     def __len__(self) -> int:
         return sum(-(-len(idx) // self.batch_size) for idx in self.groups.values())
@@ -52,17 +63,26 @@ class MetaDataModule(L.LightningDataModule):
         eval_tasks_per_batch: tasks per batch at validation/test/predict (default: ``tasks_per_batch``).
         num_workers: DataLoader worker processes.
         seed: seed of the support/query splits.
+        candidates: at test time, append to each user's query set this many items the user never rated
+            (or ``"all"`` of them) for the top-k metrics; ``None``: none (see ``data/candidates.py``).
     """
 
     def __init__(self, dataset: str = "synthetic", root: Optional[str] = None,
                  dataset_args: Optional[dict[str, Any]] = None, sampler: str = "user",
                  sampler_args: Optional[dict[str, Any]] = None, tasks_per_batch: int = 32,
-                 eval_tasks_per_batch: Optional[int] = None, num_workers: int = 0, seed: int = 0) -> None:
+                 eval_tasks_per_batch: Optional[int] = None, num_workers: int = 0, seed: int = 0,
+                 candidates: Optional[Union[int, str]] = None) -> None:
         super().__init__()
         self.save_hyperparameters()
+        if candidates is not None:
+            check_pool_size(candidates)
         dataset_cls, sampler_cls = plugins.get_dataset(dataset), plugins.get_task_sampler(sampler)
         self.dataset = dataset_cls(root=root, **(dataset_args or {}))
         self.sampler = sampler_cls(**(sampler_args or {}))
+        needed = getattr(self.dataset, "sampler_order", None)  # e.g. protocol temporal: support before query
+        if needed is not None and getattr(self.sampler, "order", needed) != needed:
+            raise DataError(f"data set '{dataset}': its protocol needs sampler_args.order: {needed}, "
+                            f"got {getattr(self.sampler, 'order', None)!r}")
         self._data: Optional[RatingData] = None
         self.tasks: dict[str, dict[str, list[Task]]] = {}
 
@@ -82,6 +102,14 @@ class MetaDataModule(L.LightningDataModule):
         rows = torch.cat(list(self.data.splits["train"].values()))
         return float(self.data.rating[rows].mean())
 
+    @property
+    def num_users(self) -> int:
+        return self.data.num_users
+
+    @property
+    def num_items(self) -> int:
+        return self.data.num_items
+
     def stage_tasks(self, stage: str) -> dict[str, list[Task]]:
         """Scenario -> tasks of a split (``train``, ``val`` or ``test``), built once."""
         if stage not in self.tasks:
@@ -100,8 +128,20 @@ class MetaDataModule(L.LightningDataModule):
         tasks = [t for scenario_tasks in self.stage_tasks(stage).values() for t in scenario_tasks]
         gen = torch.Generator().manual_seed(self.hparams.seed)
         sampler = ScenarioBatchSampler(tasks, batch, shuffle, gen)
-        return DataLoader(tasks, batch_sampler=sampler, collate_fn=TaskCollator(self.data),
+        collate = self._candidate_collator(stage) if stage == "test" and self.hparams.candidates else None
+        return ResumableDataLoader(tasks, batch_sampler=sampler, collate_fn=collate or TaskCollator(self.data),
                           num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0)
+
+    def _candidate_collator(self, stage: str) -> CandidateCollator:
+        """Candidate pools of every user-as-task of ``stage``, drawn once per scenario (seeded)."""
+        if self.sampler.group_by != "user":
+            raise DataError(f"data.candidates: top-k candidate pools need user-as-task tasks, but sampler "
+                            f"{self.hparams.sampler!r} groups by {self.sampler.group_by}")
+        splits = self.data.splits[stage]
+        pools = {scenario: draw_pools(self.data, tasks, splits[scenario], self.hparams.candidates,
+                                      seed=self.hparams.seed + 7919 + i)
+                 for i, (scenario, tasks) in enumerate(self.stage_tasks(stage).items())}
+        return CandidateCollator(self.data, pools)
 
     def _eval_batch(self) -> int:
         return self.hparams.eval_tasks_per_batch or self.hparams.tasks_per_batch

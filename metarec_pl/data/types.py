@@ -48,6 +48,8 @@ class RatingData:
     splits: dict[str, dict[str, Tensor]]  # stage -> scenario -> row indices
     time: Optional[Tensor] = None  # [N] float, larger = later
     rating_range: tuple[float, float] = (1.0, 5.0)
+    # item id -> raw text (e.g. "Title (1995). Plot ..."), for text-feature plugins; None when the files have none
+    item_text: Optional[dict[int, str]] = None
 
     @property
     def num_users(self) -> int:
@@ -97,6 +99,9 @@ class TaskBatch:
     query: Samples
     key: Tensor  # [tasks] task keys (user or item ids)
     scenario: str = "default"
+    # [tasks, query] bool: query slots holding unrated candidate items (appended at test time for top-k metrics,
+    # see data/candidates.py); their query.mask is 0, so they get predictions but never enter a loss or the MAE
+    candidate: Optional[Tensor] = None
 
     def __len__(self) -> int:
         return self.key.shape[0]
