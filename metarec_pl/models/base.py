@@ -12,12 +12,15 @@ import torch
 from torch import Tensor, nn
 
 from metarec_pl.data.types import FeatureSpec
+from metarec_pl.models.adapters import LoRALinear
 
 
-def mlp(in_dim: int, hidden: Sequence[int], out_dim: int = 1) -> nn.Sequential:
+def mlp(in_dim: int, hidden: Sequence[int], out_dim: int = 1, lora_rank: int = 0) -> nn.Sequential:
+    """``lora_rank`` > 0: hidden layers carry low-rank adapters (``LoRALinear``, a no-op until trained)."""
     layers: list[nn.Module] = []
     for width in hidden:
-        layers += [nn.Linear(in_dim, width), nn.ReLU()]
+        linear = LoRALinear(in_dim, width, lora_rank) if lora_rank > 0 else nn.Linear(in_dim, width)
+        layers += [linear, nn.ReLU()]
         in_dim = width
     layers.append(nn.Linear(in_dim, out_dim))
     return nn.Sequential(*layers)
