@@ -100,19 +100,24 @@ def read_table(path: Path, fmt: str = "auto", sep: Optional[str] = None, header:
 
 def sample_negatives(user: np.ndarray, item: np.ndarray, num_items: int, k: int, seed: int) -> tuple[np.ndarray,
                                                                                                        np.ndarray]:
-    """``k`` items per positive row that its user never interacted with (uniform, seeded)."""
+    """``k`` items per positive row that its user never interacted with (uniform with replacement, seeded)."""
     rng = np.random.default_rng(seed)
-    seen = np.unique(user.astype(np.int64) * num_items + item)
+    seen = np.unique(user * num_items + item)
+    full = np.bincount(seen // num_items) >= num_items
+    if full.any():
+        raise DataError(f"implicit feedback: user code {int(np.argmax(full))} interacted with every item; expected "
+                        "at least one unseen item per user to draw negatives from (set negatives: 0)")
     neg_user = np.repeat(user, k)
     neg_item = rng.integers(0, num_items, len(neg_user))
-    for _ in range(100):
+    for _ in range(20):  # rejection sampling; almost every draw is done after a round or two
         clash = np.isin(neg_user * num_items + neg_item, seen)
         if not clash.any():
             return neg_user, neg_item
         neg_item[clash] = rng.integers(0, num_items, int(clash.sum()))
-    full = np.bincount(user[np.isin(user * num_items + item, seen)], minlength=int(user.max()) + 1)
-    raise DataError(f"implicit feedback: cannot draw negatives for {int((full >= num_items).sum())} user(s) who "
-                    "interacted with (nearly) every item; expected some unseen items per user (lower negatives)")
+    for row in np.flatnonzero(np.isin(neg_user * num_items + neg_item, seen)):  # users who saw nearly every item
+        unseen = np.setdiff1d(np.arange(num_items), seen[seen // num_items == neg_user[row]] % num_items)
+        neg_item[row] = rng.choice(unseen)
+    return neg_user, neg_item
 
 
 class Interactions(FileDataset):
@@ -170,6 +175,10 @@ class Interactions(FileDataset):
         if cols.get("time") is not None:
             raw = log.column(cols["time"], "time")
             time = pd.to_numeric(raw, errors="coerce").to_numpy(np.float64)
+            if np.isnan(time).any() and not np.isnan(time[0]):  # a column of numbers with a bad value
+                row = int(np.argmax(np.isnan(time)))
+                raise DataError(f"{log.where(row)}, column {cols['time']}: {raw.iloc[row]!r} is not a number; expected "
+                                "a timestamp like the rows before it")
             if np.isnan(time).any():  # dates rather than numbers
                 time = pd.to_datetime(raw, errors="coerce", utc=True).to_numpy("datetime64[ns]").astype(np.float64)
                 bad = np.isnan(time) | (time < -9e18)
@@ -190,7 +199,8 @@ class Interactions(FileDataset):
         if dup.any():
             if o["duplicates"] == "error":
                 row = int(np.argmax(pairs.duplicated(keep="first").to_numpy()))
-                raise DataError(f"{log.where(row)}: duplicate row for user {user_raw[row]!r}, item {item_raw[row]!r};"
+                raise DataError(f"{log.where(row)}: duplicate row for user {str(user_raw[row])!r}, item "
+                                f"{str(item_raw[row])!r};"
                                 " expected one row per (user, item) pair (set duplicates: last to keep the last one)")
         keep = ~dup
         if o["implicit"]:
@@ -245,7 +255,7 @@ class Interactions(FileDataset):
         code = pd.Index(ids).get_indexer(key)  # -1: not in the log (ignored)
         missing = ~pd.Index(ids).isin(key)
         if missing.any():
-            raw_id = ids[int(np.argmax(missing))]
+            raw_id = str(ids[int(np.argmax(missing))])
             row = rows[int(np.argmax(raw == raw_id))]
             raise DataError(f"{log.where(int(row))}: {side} {raw_id!r} has no row in {table.path.name}; expected every"
                             f" {side} of the log in its feature table")
