@@ -46,6 +46,11 @@ class ScenarioBatchSampler(Sampler[list[int]]):
         self.epoch = epoch
         self.generator.manual_seed(self.seed + epoch)
 
+    @property
+    def sampler(self) -> "ScenarioBatchSampler":
+        """Lightning calls ``set_epoch`` on ``loader.batch_sampler.sampler`` (torch's ``BatchSampler`` layout)."""
+        return self
+
     def __len__(self) -> int:
         return sum(-(-len(idx) // self.batch_size) for idx in self.groups.values())
 
