@@ -87,7 +87,8 @@ class Bias(_Tally):
 
     def item_bias(self, items: Tensor) -> Tensor:
         mu = self.global_mean.double()
-        b = (self.item_sum - self.item_count * mu) / (self.item_count + self.item_shrink)
+        b = (self.item_sum - self.item_count * mu) / (self.item_count + self.item_shrink).clamp_min(1e-12)
+        b = torch.where(self.item_count > 0, b, torch.zeros_like(b))  # a cold item has no bias, whatever the shrink
         return b.float()[items]
 
     def run(self, model: nn.Module, batch: TaskBatch, steps: int, create_graph: bool,

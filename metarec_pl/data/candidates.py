@@ -28,20 +28,23 @@ def check_pool_size(size: PoolSize) -> None:
         raise DataError(f"data.candidates: expected a positive number of items or 'all', got {size!r}")
 
 
-def rated_keys(data: RatingData) -> Tensor:
-    """Sorted ``user * num_items + item`` of every rating in the data."""
-    return torch.unique(data.user * data.num_items + data.item)
+def rated_items(data: RatingData, users: Tensor) -> dict[int, Tensor]:
+    """User id -> every item that user rated anywhere in the data (one sort, no per-user scan)."""
+    order = torch.argsort(data.user, stable=True)
+    uniq, counts = torch.unique_consecutive(data.user[order], return_counts=True)
+    groups = dict(zip(uniq.tolist(), torch.split(data.item[order], counts.tolist())))
+    return {u: groups.get(u, torch.zeros(0, dtype=torch.long)) for u in users.tolist()}
 
 
 def draw_pools(data: RatingData, tasks: list[Task], rows: Tensor, size: PoolSize, seed: int) -> dict[int, Tensor]:
     """User id -> candidate items for each task of one scenario (``rows``: that scenario's rating rows)."""
     check_pool_size(size)
     items = torch.unique(data.item[rows])
-    rated = rated_keys(data)
+    rated = rated_items(data, torch.tensor([t.key for t in tasks], dtype=torch.long))
     gen = torch.Generator().manual_seed(seed)
     pools = {}
     for task in tasks:
-        unrated = items[~torch.isin(task.key * data.num_items + items, rated)]
+        unrated = items[~torch.isin(items, rated[task.key])]
         if size != "all" and len(unrated) > size:
             unrated = unrated[torch.randperm(len(unrated), generator=gen)[:size]]
         pools[task.key] = unrated

@@ -90,6 +90,7 @@ class MetaDataModule(L.LightningDataModule):
                             f"got {getattr(self.sampler, 'order', None)!r}")
         self._data: Optional[RatingData] = None
         self.tasks: dict[str, dict[str, list[Task]]] = {}
+        self._pools: dict[str, CandidateCollator] = {}  # stage -> collator with its candidate pools, drawn once
 
     @property
     def data(self) -> RatingData:
@@ -142,11 +143,13 @@ class MetaDataModule(L.LightningDataModule):
         if self.sampler.group_by != "user":
             raise DataError(f"data.candidates: top-k candidate pools need user-as-task tasks, but sampler "
                             f"{self.hparams.sampler!r} groups by {self.sampler.group_by}")
-        splits = self.data.splits[stage]
-        pools = {scenario: draw_pools(self.data, tasks, splits[scenario], self.hparams.candidates,
-                                      seed=self.hparams.seed + 7919 + i)
-                 for i, (scenario, tasks) in enumerate(self.stage_tasks(stage).items())}
-        return CandidateCollator(self.data, pools)
+        if stage not in self._pools:
+            splits = self.data.splits[stage]
+            pools = {scenario: draw_pools(self.data, tasks, splits[scenario], self.hparams.candidates,
+                                          seed=self.hparams.seed + 7919 + i)
+                     for i, (scenario, tasks) in enumerate(self.stage_tasks(stage).items())}
+            self._pools[stage] = CandidateCollator(self.data, pools)
+        return self._pools[stage]
 
     def _eval_batch(self) -> int:
         return self.hparams.eval_tasks_per_batch or self.hparams.tasks_per_batch

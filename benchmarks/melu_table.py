@@ -1,0 +1,232 @@
+"""The MeLU table: every method trained and evaluated on the ``melu`` protocol, written to docs/results.md.
+
+    python benchmarks/melu_table.py --root ../shared/data/melu-ml-1m              # 3 seeds
+    python benchmarks/melu_table.py --root ../shared/data/melu-ml-1m --seeds 0    # one seed (the time budget)
+
+Each method: fit on the training users (``melu`` protocol: MeLU's warm state split into train / val / held-out warm
+users), then every evaluation-time knob listed in ``select`` is chosen on the validation users (never on test
+users), then ``test`` on the four scenarios with 100 sampled unrated candidates per user for the top-k metrics.
+Raw numbers go to ``runs/melu_table/results.json``; ``--render`` rewrites the markdown from it without training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from metarec_pl import plugins
+from metarec_pl.bilevel import MetaLearner
+from metarec_pl.data.module import MetaDataModule
+
+SCENARIOS = ("warm", "user-cold", "item-cold", "user+item-cold")
+PAPER_MAE = {"warm": 0.7567, "user-cold": 0.7854, "item-cold": 0.9275, "user+item-cold": 0.9235}  # MeLU-5
+TARGET_MAE = {"warm": 0.68, "user-cold": 0.67, "item-cold": 0.83, "user+item-cold": 0.83}
+TARGET_NDCG3 = {"warm": 0.91, "user-cold": 0.915, "item-cold": 0.83, "user+item-cold": 0.83}
+META = ("maml", "melu", "fomaml", "metasgd", "anil", "reptile", "protonet", "matchingnet")
+HEAD = ["head.*"]  # MeLU: the decision layers adapt, the embeddings are meta-learned
+
+# name -> MetaLearner kwargs, epochs, and evaluation-time knobs chosen on the validation users
+METHODS: dict[str, dict] = {
+    "popularity": dict(model={}, epochs=1),
+    "bias": dict(model={}, epochs=1,
+                 select={"item_shrink": [2.0, 10.0, 25.0], "user_shrink": [1.0, 3.0, 10.0]}),
+    "mf-foldin": dict(model=dict(algorithm_args=dict(dim=16, reg=0.02)), epochs=8,
+                      select={"ridge": [0.3, 1.0, 3.0, 10.0]}),
+    "none": dict(model={}, epochs=8),
+    "finetune": dict(model=dict(adapt=HEAD, inner_steps=5), epochs=8,
+                     select={"inner_lr": [0.003, 0.01, 0.03, 0.1]}),
+    "maml": dict(model=dict(adapt=HEAD, inner_steps=5, inner_lr=0.05), epochs=8),
+    "melu": dict(model=dict(adapt=HEAD, inner_steps=5, inner_lr=5e-6), epochs=8),  # the paper's local lr
+    "fomaml": dict(model=dict(adapt=HEAD, inner_steps=5, inner_lr=0.05), epochs=8),
+    "metasgd": dict(model=dict(adapt=HEAD, inner_steps=5, inner_lr=0.05), epochs=8),
+    "anil": dict(model=dict(adapt=HEAD, inner_steps=5, inner_lr=0.05), epochs=8),
+    "reptile": dict(model=dict(adapt=HEAD, inner_steps=5, inner_lr=0.05), epochs=8),
+    "protonet": dict(model={}, epochs=8),
+    "matchingnet": dict(model={}, epochs=8),
+}
+COMMON = dict(network="melu", network_args=dict(embedding_dim=32, hidden=[64, 64]), ndcg_k=[1, 3, 5],
+              top_k=[5, 10])
+DATA = dict(dataset="melu-movielens-1m",
+            dataset_args=dict(protocol="melu",
+                              state_files={"warm": ["warm_state.reconstructed.json", "warm_state_y.json"]}),
+            sampler="user", sampler_args=dict(query_size=10, min_support=3), tasks_per_batch=32,
+            eval_tasks_per_batch=128)
+
+
+def trainer(epochs: int) -> L.Trainer:
+    return L.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                     enable_progress_bar=False, enable_model_summary=False, gradient_clip_val=1.0,
+                     num_sanity_val_steps=0, limit_val_batches=0, inference_mode=False)
+
+
+def validate(module: MetaLearner, dm: MetaDataModule) -> float:
+    t = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                  inference_mode=False)
+    return t.validate(module, dm, verbose=False)[0]["val/mae"]
+
+
+def run_one(name: str, seed: int, dm: MetaDataModule, epoch_scale: float, lr: float) -> dict:
+    spec = METHODS[name]
+    L.seed_everything(seed, verbose=False)
+    module = MetaLearner(algorithm=name, schema=dm.schema, rating_mean=dm.rating_mean, num_users=dm.num_users,
+                         num_items=dm.num_items, optimizer=lambda p: torch.optim.Adam(p, lr=lr),
+                         **{**COMMON, **spec["model"]})
+    epochs = max(1, round(spec["epochs"] * epoch_scale))
+    start = time.perf_counter()
+    trainer(epochs).fit(module, dm)
+    train_s = time.perf_counter() - start
+    chosen = {}
+    select = spec.get("select", {})
+    if select:  # evaluation-time knobs: the validation users choose, test users are never looked at
+        best = None
+        for values in itertools.product(*select.values()):
+            for attr, v in zip(select, values):
+                setattr(module.algorithm, attr, v)
+            mae = validate(module, dm)
+            if best is None or mae < best[0]:
+                best = (mae, dict(zip(select, values)))
+        chosen = best[1]
+        for attr, v in chosen.items():
+            setattr(module.algorithm, attr, v)
+    val_mae = validate(module, dm)
+    start = time.perf_counter()
+    test = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                     enable_model_summary=False, inference_mode=False).test(module, dm, verbose=False)[0]
+    return dict(method=name, seed=seed, epochs=epochs, train_s=train_s, test_s=time.perf_counter() - start,
+                val_mae=val_mae, chosen=chosen, test=test)
+
+
+def mean_std(values: list[float]) -> str:
+    if not values:
+        return "–"
+    m = statistics.fmean(values)
+    return f"{m:.4f} ± {statistics.stdev(values):.4f}" if len(values) > 1 else f"{m:.4f}"
+
+
+def render(results: list[dict], meta: dict) -> str:
+    methods = list(dict.fromkeys(r["method"] for r in results))
+    seeds = sorted({r["seed"] for r in results})
+    by = lambda m: [r for r in results if r["method"] == m]  # noqa: E731
+    get = lambda m, key: [r["test"][key] for r in by(m) if key in r["test"]]  # noqa: E731
+    lines = ["# Results: the MeLU table", "",
+             f"Generated by `{meta['command']}` on {meta['when']} ({meta['machine']}); seeds {seeds}; "
+             f"load average before the run: {meta['load']}.", "",
+             "Protocol `melu` (data set `melu-movielens-1m`, MeLU's state files with the reconstructed warm state): "
+             "MeLU's warm users (13–100 ratings) split 80/10/10 into training / validation / held-out warm users; "
+             "test scenarios `warm` (held-out warm users), `user-cold`, `item-cold`, `user+item-cold` (MeLU's "
+             "state files). Tasks: 10 random query ratings per user, the rest (≥ 3) support. Every "
+             "evaluation-time knob (`bias` shrinkage, `mf-foldin` ridge, `finetune` step size) was chosen on the "
+             "validation users; nothing was tuned on test users. Training hyper-parameters are fixed, not tuned "
+             "(see `benchmarks/melu_table.py`). Network for all neural methods: MeLU's (32-d field embeddings, "
+             "decision layers 64×64); the gradient-based meta-learners adapt the decision layers (`head.*`) "
+             "with 5 local steps and meta-learn the embeddings, as MeLU does.", "",
+             "Metrics: MAE/RMSE over all query ratings; nDCG@k ranks each user's 10 query items (graded relevance "
+             "= rating); `like acc` = accuracy of (prediction ≥ 4) vs (rating ≥ 4); `hit@10`/`nDCG@10 (pool)`: "
+             "each user's query positives (rating ≥ 4) ranked among 100 sampled items that user never rated "
+             "(drawn from the scenario's items). Mean ± std over seeds. `train s`: wall-clock fit time on "
+             f"{meta['threads']} CPU thread(s), inflated by other jobs sharing the machine.", ""]
+    for sc in SCENARIOS:
+        lines += [f"## {sc}", "",
+                  "| method | MAE | MeLU-5 paper MAE | RMSE | nDCG@1 | nDCG@3 | nDCG@5 | like acc | hit@10 (pool) "
+                  "| nDCG@10 (pool) | train s |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for m in methods:
+            cell = lambda k: mean_std(get(m, f"test/{sc}/{k}"))  # noqa: E731
+            mae = "(scores, not ratings)" if m == "popularity" else cell("mae")
+            rmse = "–" if m == "popularity" else cell("rmse")
+            lines.append(f"| {m} | {mae} | {PAPER_MAE[sc] if m in ('melu', 'maml') else ''} | {rmse} | "
+                         f"{cell('ndcg@1')} | {cell('ndcg@3')} | {cell('ndcg@5')} | {cell('like_acc')} | "
+                         f"{cell('pool/hit@10')} | {cell('pool/ndcg@10')} | "
+                         f"{statistics.fmean(r['train_s'] for r in by(m)):.0f} |")
+        lines.append("")
+    lines += targets(results, methods), ""
+    lines += ["## Run details", "", "| method | epochs | val MAE (warm val users) | knobs chosen on validation |",
+              "|---|---|---|---|"]
+    for m in methods:
+        rs = by(m)
+        lines.append(f"| {m} | {rs[0]['epochs']} | {mean_std([r['val_mae'] for r in rs])} | "
+                     f"{'; '.join(json.dumps(r['chosen']) for r in rs) or '–'} |")
+    total = sum(r["train_s"] + r["test_s"] for r in results) / max(1, len(seeds))
+    lines += ["", f"Total fit + test time per seed: {total:.0f} s (budget: 600 s on 2 cores)."]
+    return "\n".join(lines) + "\n"
+
+
+def targets(results: list[dict], methods: list[str]) -> str:
+    metas = [m for m in methods if m in META]
+    if not metas:
+        return "No meta-learner in this run."
+    avg = lambda m, k: statistics.fmean(r["test"][k] for r in results if r["method"] == m)  # noqa: E731
+    out = ["## Targets (measured, met or not)", "",
+           "| scenario | best meta-learner (MAE) | MAE | target | nDCG@3 | target | beats bias & mf-foldin (MAE) |",
+           "|---|---|---|---|---|---|---|"]
+    for sc in SCENARIOS:
+        best = min(metas, key=lambda m: avg(m, f"test/{sc}/mae"))
+        mae, ndcg = avg(best, f"test/{sc}/mae"), avg(best, f"test/{sc}/ndcg@3")
+        base = [avg(b, f"test/{sc}/mae") for b in ("bias", "mf-foldin") if b in methods]
+        beats = "yes" if base and mae < min(base) else ("no" if base else "–")
+        out.append(f"| {sc} | {best} | {mae:.4f} | ≤ {TARGET_MAE[sc]} ({'met' if mae <= TARGET_MAE[sc] else 'missed'}) "
+                   f"| {ndcg:.4f} | ≥ {TARGET_NDCG3[sc]} ({'met' if ndcg >= TARGET_NDCG3[sc] else 'missed'}) | "
+                   f"{beats} |")
+    return "\n".join(out)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--root", default="../shared/data/melu-ml-1m")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--methods", nargs="+", default=None, help="default: every method whose algorithm is registered")
+    p.add_argument("--epoch-scale", type=float, default=1.0, help="multiplies every method's epochs")
+    p.add_argument("--lr", type=float, default=1e-3, help="outer Adam learning rate (MeLU: 5e-5, far slower)")
+    p.add_argument("--candidates", default="100", help="unrated items per user for the top-k metrics, or 'all'")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", default="docs/results.md")
+    p.add_argument("--raw", default="runs/melu_table/results.json")
+    p.add_argument("--render", action="store_true", help="only rewrite --out from --raw")
+    args = p.parse_args()
+    os.environ.setdefault("WANDB_MODE", "offline")
+    logging.getLogger("lightning").setLevel(logging.ERROR)
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    torch.set_num_threads(args.threads)
+    raw = Path(args.raw)
+    if args.render:
+        saved = json.loads(raw.read_text())
+        Path(args.out).write_text(render(saved["results"], saved["meta"]))
+        return
+    registered = {r.name for r in plugins.registrations() if r.kind == "algorithm"}
+    methods = args.methods or [m for m in METHODS if m in registered]
+    unknown = [m for m in methods if m not in METHODS or m not in registered]
+    if unknown:
+        sys.exit(f"melu_table: unknown or unregistered method(s) {', '.join(unknown)}; expected some of: "
+                 f"{', '.join(m for m in METHODS if m in registered)}")
+    candidates = args.candidates if args.candidates == "all" else int(args.candidates)
+    meta = dict(command="python " + " ".join(sys.argv), when=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                machine=f"{platform.processor() or platform.machine()}, torch {torch.__version__}",
+                load=" ".join(f"{x:.2f}" for x in os.getloadavg()), threads=args.threads)
+    results = []
+    for seed in args.seeds:
+        dm = MetaDataModule(root=args.root, seed=seed, candidates=candidates, **DATA)  # shared by the methods
+        for name in methods:
+            r = run_one(name, seed, dm, args.epoch_scale, args.lr)
+            results.append(r)
+            print(f"seed {seed} {name:12s} fit {r['train_s']:6.1f}s val {r['val_mae']:.4f} "
+                  + " ".join(f"{sc} {r['test'].get(f'test/{sc}/mae', float('nan')):.4f}" for sc in SCENARIOS),
+                  flush=True)
+            raw.parent.mkdir(parents=True, exist_ok=True)
+            raw.write_text(json.dumps(dict(meta=meta, results=results), indent=1))
+    Path(args.out).write_text(render(results, meta))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

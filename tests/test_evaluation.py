@@ -1,0 +1,135 @@
+"""Metrics against hand-computed values, per-scenario aggregation, and candidate pools for top-k."""
+
+import math
+
+import lightning as L
+import pytest
+import torch
+
+from metarec_pl.bilevel import MetaLearner
+from metarec_pl.data.module import MetaDataModule
+from metarec_pl.data.types import DataError, Samples, TaskBatch
+from metarec_pl.metrics import RatingMetrics
+
+
+def batch_of(ratings, mask=None, keys=None, candidate=None, scenario="s") -> TaskBatch:
+    rating = torch.tensor(ratings, dtype=torch.float)
+    mask = torch.ones_like(rating) if mask is None else torch.tensor(mask, dtype=torch.float)
+    item = torch.arange(rating.numel()).view_as(rating)
+    empty = Samples({}, torch.zeros(len(rating), 1), torch.zeros(len(rating), 1), item[:, :1], item[:, :1])
+    query = Samples({}, rating * mask, mask, item, item)
+    keys = torch.arange(len(rating)) if keys is None else torch.tensor(keys)
+    cand = None if candidate is None else torch.tensor(candidate, dtype=torch.bool)
+    return TaskBatch(empty, query, keys, scenario, candidate=cand)
+
+
+def dcg(gains):
+    return sum(g / math.log2(i + 2) for i, g in enumerate(gains))
+
+
+def test_rating_metrics_match_hand_computed_values():
+    # task 0: 3 real items + 1 padding slot; task 1: 2 real items
+    batch = batch_of([[5, 3, 1, 0], [4, 2, 0, 0]], mask=[[1, 1, 1, 0], [1, 1, 0, 0]])
+    pred = torch.tensor([[3.0, 4.5, 1.0, 9.9], [4.4, 2.5, 9.9, 9.9]])
+    m = RatingMetrics(ndcg_k=(1, 2))
+    m.update("test", "s", pred, batch)
+    out = m.compute("test")
+    errors = [2.0, 1.5, 0.0, 0.4, 0.5]  # padding (9.9) never counts
+    assert out["test/mae"] == pytest.approx(sum(errors) / 5)
+    assert out["test/rmse"] == pytest.approx(math.sqrt(sum(e * e for e in errors) / 5))
+    # task 0 ranks items (3, 5, 1) by prediction 4.5 > 3.0 > 1.0; task 1 ranks (4, 2): ideal
+    ndcg2_t0 = dcg([3, 5]) / dcg([5, 3])
+    assert out["test/ndcg@2"] == pytest.approx((ndcg2_t0 + 1.0) / 2, abs=1e-6)
+    assert out["test/ndcg@1"] == pytest.approx((3 / 5 + 1.0) / 2, abs=1e-6)
+    # likes (>= 4): truth [1, 0, 0, 1, 0], predicted [0, 1, 0, 1, 0] -> 3 of 5 right, recall 1/2
+    assert out["test/like_acc"] == pytest.approx(3 / 5)
+    assert out["test/like_recall"] == pytest.approx(1 / 2)
+    assert out["test/s/mae"] == pytest.approx(out["test/mae"])
+
+
+def test_pooled_metrics_aggregate_scenarios_and_scenarios_stay_apart():
+    m = RatingMetrics()
+    m.update("test", "a", torch.tensor([[1.0, 2.0]]), batch_of([[2, 2]], scenario="a"))  # errors 1, 0
+    m.update("test", "b", torch.tensor([[5.0, 5.0, 5.0]]), batch_of([[2, 2, 2]], scenario="b"))  # errors 3, 3, 3
+    out = m.compute("test")
+    assert out["test/a/mae"] == pytest.approx(0.5)
+    assert out["test/b/mae"] == pytest.approx(3.0)
+    assert out["test/mae"] == pytest.approx(10 / 5)  # pooled over all ratings, not the mean of scenarios
+
+
+def test_top_k_over_candidates_matches_hand_computed_values():
+    # task 0: query [5 (pos), 2 (neg, left out)] + 3 candidates; task 1: query [4 (pos), 4 (pos)] + 2 candidates
+    ratings = [[5, 2, 0, 0, 0], [4, 4, 0, 0, 0]]
+    mask = [[1, 1, 0, 0, 0], [1, 1, 0, 0, 0]]
+    cand = [[0, 0, 1, 1, 1], [0, 0, 1, 1, 0]]
+    pred = torch.tensor([[3.0, 9.0, 4.0, 1.0, 2.0],   # pos ranked 2nd among {pos, 3 candidates}; 9.0 is ignored
+                         [5.0, 1.0, 3.0, 2.0, 9.0]])  # ranking: pos(5), cand(3), cand(2), pos(1); 9.0 is padding
+    m = RatingMetrics(top_k=(1, 2))
+    m.update("test", "s", pred, batch_of(ratings, mask, candidate=cand))
+    out = m.compute("test")
+    assert out["test/pool/hit@1"] == pytest.approx((0 + 1) / 2)
+    assert out["test/pool/hit@2"] == pytest.approx((1 + 1) / 2)
+    assert out["test/pool/precision@2"] == pytest.approx((1 / 2 + 1 / 2) / 2)
+    assert out["test/pool/recall@2"] == pytest.approx((1 + 1 / 2) / 2)
+    ndcg2 = ((1 / math.log2(3)) / 1 + 1 / dcg([1, 1])) / 2
+    assert out["test/pool/ndcg@2"] == pytest.approx(ndcg2, abs=1e-6)
+    assert out["test/mae"] == pytest.approx((2 + 7 + 1 + 3) / 4)  # candidates never enter the MAE
+
+
+@pytest.fixture(scope="module")
+def world_dm():
+    dm = MetaDataModule(dataset_args=dict(num_users=150, num_items=90, min_ratings=20, max_ratings=40, seed=1),
+                        sampler_args=dict(query_size=8, min_support=3), tasks_per_batch=16, candidates=25)
+    return dm
+
+
+def test_candidate_pool_never_holds_an_item_the_user_rated(world_dm):
+    data = world_dm.data
+    rated = {u: set(data.item[data.user == u].tolist()) for u in data.user.unique().tolist()}
+    n = 0
+    for batch in world_dm.test_dataloader():
+        assert batch.candidate is not None
+        assert (batch.query.mask[batch.candidate] == 0).all()
+        for i, user in enumerate(batch.key.tolist()):
+            cands = set(batch.query.item[i][batch.candidate[i]].tolist())
+            support = set(batch.support.item[i][batch.support.mask[i] > 0].tolist())
+            unrated = set(data.item[data.splits["test"][batch.scenario]].tolist()) - rated[user]
+            assert len(cands) == min(25, len(unrated))
+            assert not cands & rated[user] and not cands & support
+            n += 1
+    assert n == sum(len(t) for t in world_dm.stage_tasks("test").values())
+
+
+def test_candidate_pools_are_seeded_and_all_takes_every_unrated_item(world_dm):
+    data = world_dm.data
+    again = MetaDataModule(dataset_args=world_dm.hparams.dataset_args, sampler_args=world_dm.hparams.sampler_args,
+                           tasks_per_batch=16, candidates=25)
+    first, second = next(iter(world_dm.test_dataloader())), next(iter(again.test_dataloader()))
+    assert torch.equal(first.query.item, second.query.item)
+    every = MetaDataModule(dataset_args=world_dm.hparams.dataset_args, sampler_args=world_dm.hparams.sampler_args,
+                           tasks_per_batch=16, candidates="all")
+    batch = next(iter(every.test_dataloader()))
+    scenario_items = set(data.item[data.splits["test"][batch.scenario]].tolist())
+    user = int(batch.key[0])
+    expected = scenario_items - set(data.item[data.user == user].tolist())
+    assert set(batch.query.item[0][batch.candidate[0]].tolist()) == expected
+
+
+def test_bad_pool_size_is_one_clear_error():
+    with pytest.raises(DataError, match="data.candidates"):
+        MetaDataModule(candidates=0)
+    with pytest.raises(DataError, match="user-as-task"):
+        MetaDataModule(sampler="item", candidates=5).test_dataloader()
+
+
+def test_candidates_do_not_change_the_rating_metrics(world_dm):
+    L.seed_everything(0)
+    plain = MetaDataModule(dataset_args=world_dm.hparams.dataset_args, sampler_args=world_dm.hparams.sampler_args,
+                           tasks_per_batch=16)
+    module = MetaLearner(algorithm="maml", adapt=["head.*"], inner_steps=2, inner_lr=0.05, schema=plain.schema,
+                         rating_mean=plain.rating_mean, network_args=dict(embedding_dim=8))
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    without, with_pool = trainer.test(module, plain, verbose=False)[0], trainer.test(module, world_dm, verbose=False)[0]
+    for scenario in ("user-cold", "item-cold", "user+item-cold"):
+        assert with_pool[f"test/{scenario}/mae"] == pytest.approx(without[f"test/{scenario}/mae"], abs=1e-5)
+        assert f"test/{scenario}/pool/hit@10" in with_pool and f"test/{scenario}/pool/hit@10" not in without
