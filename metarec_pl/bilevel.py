@@ -13,7 +13,7 @@ autograd graph and the one outer backward differentiates through them.
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, fields, replace
 from typing import Any, Callable, Iterable, Optional, Union
 
 import lightning as L
@@ -21,11 +21,12 @@ import torch
 from lightning.pytorch.cli import OptimizerCallable
 from lightning_utilities.core.apply_func import apply_to_collection
 from torch import Tensor, nn
-from torch.func import functional_call, grad, vmap
+from torch.func import functional_call, vmap
+from torch.utils.checkpoint import checkpoint
 
-from metarec_pl import plugins, provenance
+from metarec_pl import divergence, plugins, provenance
 from metarec_pl.algorithms.base import AdaptResult, Algorithm
-from metarec_pl.data.types import FeatureSpec, TaskBatch
+from metarec_pl.data.types import FeatureSpec, Samples, TaskBatch
 from metarec_pl.metrics import RatingMetrics
 from metarec_pl.models.base import RatingModel
 
@@ -41,13 +42,97 @@ def adapt(model: nn.Module, algorithm: Algorithm, batch: TaskBatch, steps: int, 
     """Adapt ``model`` to every task of ``batch`` with ``steps`` inner steps; return per-task query results.
 
     ``create_graph=False`` treats inner gradients as constants (first order; also used at evaluation).
+    Tasks are grouped by support size so that each group is padded only to its own longest support set
+    (``task_groups``).  ``chunk_size`` caps the tasks adapted at once; while gradients are tracked each chunk
+    is checkpointed (its inner loop is recomputed in the backward pass), so peak memory follows the chunk, not
+    the batch, for about one more forward pass of compute.
+    """
+    groups = task_groups(batch.support.mask, chunk_size)
+    if len(groups) == 1:
+        return _adapt_tasks(model, algorithm, batch, steps, create_graph)
+    checkpointed = chunk_size is not None and torch.is_grad_enabled()
+    parts = []
+    for idx in groups:
+        part = _select_tasks(batch, idx)
+        if checkpointed:
+            parts.append(checkpoint(_adapt_tasks, model, algorithm, part, steps, create_graph, use_reentrant=False))
+        else:
+            parts.append(_adapt_tasks(model, algorithm, part, steps, create_graph))
+    inverse = torch.argsort(torch.cat(groups))
+    return AdaptResult(**{f.name: _cat_tasks([getattr(p, f.name) for p in parts], inverse)
+                          for f in fields(AdaptResult)})
+
+
+# One more group costs a fixed overhead (operator dispatch, autograd nodes) worth about this many padded support
+# samples of arithmetic (measured with benchmarks/throughput.py, see docs/performance.md).
+GROUP_OVERHEAD_SAMPLES = 160
+MAX_GROUPS = 4
+
+
+def task_groups(support_mask: Tensor, chunk_size: Optional[int] = None) -> list[Tensor]:
+    """Task indices in groups of similar support size.  With ``chunk_size``: the tasks sorted by support size,
+    in chunks of ``chunk_size``; otherwise the number of equal-count groups (1 to ``MAX_GROUPS``) that minimises
+    padded support samples + ``GROUP_OVERHEAD_SAMPLES`` per group.  A single group keeps the batch's order."""
+    tasks = support_mask.shape[0]
+    everything = [torch.arange(tasks, device=support_mask.device)]
+    if tasks <= 1 or (chunk_size is not None and chunk_size >= tasks):
+        return everything
+    lengths = support_mask.sum(-1)
+    order = torch.argsort(lengths, stable=True)
+    if chunk_size is not None:
+        return list(order.split(max(1, chunk_size)))
+    sorted_lengths = [int(n) for n in lengths[order].tolist()]
+
+    def bounds(k: int) -> list[int]:
+        return [round(i * tasks / k) for i in range(k + 1)]
+
+    def cost(k: int) -> int:
+        b = bounds(k)
+        return sum((hi - lo) * sorted_lengths[hi - 1] + GROUP_OVERHEAD_SAMPLES for lo, hi in zip(b, b[1:]))
+
+    k = min(range(1, min(MAX_GROUPS, tasks) + 1), key=cost)
+    if k == 1:
+        return everything
+    b = bounds(k)
+    return [order[lo:hi] for lo, hi in zip(b, b[1:])]
+
+
+def _select_tasks(batch: TaskBatch, idx: Tensor) -> TaskBatch:
+    """The tasks ``idx`` of ``batch``, support padding trimmed to their longest support set."""
+    width = max(1, int(batch.support.mask[idx].sum(-1).max()))
+
+    def take(s: Samples, width: int) -> Samples:
+        return Samples({k: v[idx, :width] for k, v in s.features.items()}, s.rating[idx, :width],
+                       s.mask[idx, :width], s.user[idx, :width], s.item[idx, :width])
+
+    return replace(batch, support=take(batch.support, width), query=take(batch.query, batch.query.mask.shape[1]),
+                   key=batch.key[idx], candidate=None)
+
+
+def _cat_tasks(parts: list[Any], inverse: Tensor) -> Any:
+    """Concatenate per-group results along the task dimension and restore the batch's task order."""
+    if parts[0] is None:
+        return None
+    if isinstance(parts[0], dict):
+        return {n: _cat_tasks([p[n] for p in parts], inverse) for n in parts[0]}
+    return torch.cat(parts)[inverse]
+
+
+def _adapt_tasks(model: nn.Module, algorithm: Algorithm, batch: TaskBatch, steps: int,
+                 create_graph: bool) -> AdaptResult:
+    """The vectorised inner loop over the tasks of ``batch``.
+
+    Fast weights are stacked per task (``[tasks, *shape]``, starting as views of the shared weights); one
+    ``torch.autograd.grad`` of the summed support losses gives every task's gradient at once, since tasks share
+    no computation.  An ``nn.Sequential`` of ``nn.Linear`` layers and parameter-free modules (the MLP head of
+    the built-in models) runs as batched matrix products; any other network runs under ``vmap``.
     When only ``head.*`` parameters adapt, the encoder runs once per task instead of once per step.
     """
     params = dict(model.named_parameters())
     fixed = {**{n: p for n, p in params.items() if n not in algorithm.adapted_names}, **dict(model.named_buffers())}
-    fast0 = {n: params[n] for n in algorithm.adapted_names}
-    head_only = isinstance(model, RatingModel) and all(n.startswith("head.") for n in fast0)
-    if head_only:  # encoder outputs are constants of the inner loop: compute them once, outside vmap
+    tasks = len(batch)
+    head_only = isinstance(model, RatingModel) and all(n.startswith("head.") for n in algorithm.adapted_names)
+    if head_only:  # encoder outputs are constants of the inner loop: compute them once
         net: nn.Module = model.head
         fixed = {n[5:]: p for n, p in fixed.items() if n.startswith("head.")}
         x_support, x_query = model.encoder(batch.support.features), model.encoder(batch.query.features)
@@ -55,34 +140,83 @@ def adapt(model: nn.Module, algorithm: Algorithm, batch: TaskBatch, steps: int, 
         net = model
         x_support, x_query = batch.support.features, batch.query.features
     strip = 5 if head_only else 0
+    stacked = head_only and _is_linear_stack(net)
 
     def predict(fast: dict[str, Tensor], x: Any) -> Tensor:
-        out = functional_call(net, {**fixed, **{n[strip:]: w for n, w in fast.items()}}, (x,))
+        weights = {n[strip:]: w for n, w in fast.items()}
+        if stacked:
+            out = _linear_stack(net, {**fixed, **weights}, x)
+        else:
+            call = lambda w, xi: functional_call(net, {**fixed, **w}, (xi,))  # noqa: E731
+            out = vmap(call, randomness="different")(weights, x)
         return model.decode(out) if head_only else out
 
-    def loss(fast: dict[str, Tensor], x: Any, y: Tensor, m: Tensor) -> Tensor:
-        return masked_mse(predict(fast, x), y, m)
-
-    def one_task(xs: Any, ys: Tensor, ms: Tensor, xq: Any, yq: Tensor, mq: Tensor) -> dict[str, Any]:
-        fast = fast0
-        for _ in range(steps):
-            grads = grad(loss)(fast, xs, ys, ms)
-            if not create_graph:
-                grads = {n: g.detach() for n, g in grads.items()}
-            fast = algorithm.inner_update(fast, grads)
-        query_fast = fast if algorithm.query_through_fast_weights else {n: w.detach() for n, w in fast.items()}
-        pred = predict(query_fast, xq)
-        out = {"query_pred": pred, "query_loss": masked_mse(pred, yq, mq)}
-        if algorithm.needs_support_loss:
-            out["support_loss"] = loss(fast, xs, ys, ms)
-        if algorithm.needs_fast_weights:
-            out["fast_weights"] = fast
-        return out
-
     s, q = batch.support, batch.query
-    out = vmap(one_task, randomness="different", chunk_size=chunk_size)(x_support, s.rating, s.mask,
-                                                                         x_query, q.rating, q.mask)
+    device = s.mask.device.type
+    fp16 = torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.float16
+    tracked = torch.is_grad_enabled()
+    fast = {n: params[n].expand(tasks, *params[n].shape) for n in algorithm.adapted_names}
+    for _ in range(steps):
+        with torch.enable_grad():
+            leaves = {n: w if tracked and w.requires_grad else w.detach().requires_grad_() for n, w in fast.items()}
+            pred = predict(leaves, x_support)
+            losses = masked_mse(pred, s.rating, s.mask)
+            scale = _inner_loss_scale(pred, s.rating, s.mask) if fp16 else None
+            total = (losses if scale is None else losses * scale).sum()
+            grads = torch.autograd.grad(total, list(leaves.values()), create_graph=create_graph and tracked)
+        if scale is not None:
+            grads = _unscale(grads, scale)
+        grads = dict(zip(leaves, grads if create_graph else [g.detach() for g in grads]))
+        fast = vmap(algorithm.inner_update)(fast, grads)
+    query_fast = fast if algorithm.query_through_fast_weights else {n: w.detach() for n, w in fast.items()}
+    pred = predict(query_fast, x_query)
+    out = {"query_pred": pred, "query_loss": masked_mse(pred, q.rating, q.mask)}
+    if algorithm.needs_support_loss:
+        out["support_loss"] = masked_mse(predict(fast, x_support), s.rating, s.mask)
+    if algorithm.needs_fast_weights:
+        out["fast_weights"] = fast
     return AdaptResult(**out)
+
+
+def _is_linear_stack(net: nn.Module) -> bool:
+    return isinstance(net, nn.Sequential) and all(
+        isinstance(m, nn.Linear) or (next(m.parameters(), None) is None and next(m.buffers(), None) is None)
+        for m in net)
+
+
+def _linear_stack(net: nn.Sequential, weights: dict[str, Tensor], x: Tensor) -> Tensor:
+    """``net(x)`` for x [tasks, n, in] with per-task ([tasks, ...]) or shared weights: batched matrix products."""
+    h = x
+    for i, layer in enumerate(net):
+        if isinstance(layer, nn.Linear):
+            w, b = weights[f"{i}.weight"], weights.get(f"{i}.bias")
+            h = h @ w.transpose(-1, -2)
+            if b is not None:
+                h = h + (b.unsqueeze(-2) if b.dim() == 2 else b)
+        else:
+            h = layer(h)
+    return h
+
+
+# fp16 inner loss scaling: each task's loss is scaled by a power of two chosen so that its largest gradient
+# with respect to a prediction is about INNER_GRAD_TARGET: large enough that fp16 backward products keep their
+# precision (smallest normal fp16 number: 6e-5), small enough that sums over a layer stay far below 65504.
+INNER_GRAD_TARGET = 2.0 ** 4
+
+
+def _inner_loss_scale(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    """Per-task power-of-two loss scales [tasks] (constants: no gradient flows through them)."""
+    with torch.no_grad():
+        dpred = 2 * (pred.float() - target).abs() * mask / mask.sum(-1, keepdim=True).clamp_min(1.0)
+        largest = dpred.amax(-1).clamp_min(2.0 ** -60)
+        return torch.exp2(torch.floor(torch.log2(INNER_GRAD_TARGET / largest))).clamp(2.0 ** -24, 2.0 ** 60)
+
+
+def _unscale(grads: tuple[Tensor, ...], scale: Tensor) -> list[Tensor]:
+    """Divide each task's gradients by its scale; a task whose gradient is not finite skips this step."""
+    per_task = [g / scale.view(-1, *[1] * (g.dim() - 1)) for g in grads]
+    finite = torch.stack([g.detach().flatten(1).isfinite().all(1) for g in per_task]).all(0)
+    return [torch.where(finite.view(-1, *[1] * (g.dim() - 1)), g, torch.zeros_like(g)) for g in per_task]
 
 
 def _outside_inference_mode(batch: TaskBatch) -> TaskBatch:
@@ -109,6 +243,8 @@ class MetaLearner(L.LightningModule):
         top_k / like_threshold: cut-offs of the candidate-pool metrics and the "like" rating (see ``metrics``).
         plugin_distributions: filled in, not set: ``{"algorithm/<name>": distribution, "model/<name>": ...}`` of
             this run, kept in hparams/checkpoints/configs so a missing plugin is named on load (``provenance``).
+        on_divergence: ``raise`` (stop with an error naming step, task and algorithm) or ``skip`` (drop tasks whose
+            inner loop gives NaN/inf, count them in ``<stage>/skipped_tasks``); see ``metarec_pl.divergence``.
     """
 
     def __init__(
@@ -132,8 +268,11 @@ class MetaLearner(L.LightningModule):
         top_k: Iterable[int] = (5, 10),
         like_threshold: float = 4.0,
         plugin_distributions: Optional[dict[str, str]] = None,
+        on_divergence: str = "raise",
     ) -> None:
         super().__init__()
+        if on_divergence not in divergence.POLICIES:
+            raise ValueError(f"MetaLearner: on_divergence must be one of {divergence.POLICIES}, got {on_divergence!r}")
         if schema is None:
             raise ValueError("MetaLearner: schema is missing: pass the data's schema (the metarec CLI links "
                              "data.schema to model.schema)")
@@ -153,6 +292,7 @@ class MetaLearner(L.LightningModule):
         self.algorithm.bind(self.network)
         self.optimizer_factory: Callable = optimizer
         self.metrics = RatingMetrics(ndcg_k=tuple(ndcg_k), top_k=tuple(top_k), like_threshold=like_threshold)
+        self.skipped_tasks = 0  # tasks dropped by on_divergence="skip", all stages, this process
 
     def forward(self, features: dict[str, Tensor]) -> Tensor:
         """Predictions of the meta-learned (unadapted) network."""
@@ -162,25 +302,53 @@ class MetaLearner(L.LightningModule):
         steps = self.algorithm.eval_inner_steps if steps is None else steps
         return self.algorithm.run(self.network, batch, steps, create_graph, self.hparams.vmap_chunk_size)
 
-    def training_step(self, batch: TaskBatch, batch_idx: int) -> Tensor:
+    def _drop_diverged(self, batch: TaskBatch, bad: Tensor, stage: str, batch_idx: int) -> Optional[TaskBatch]:
+        """Raise ``DivergenceError``, or (``skip``) count the diverged tasks and return the others (None: none left)."""
+        if self.hparams.on_divergence == "skip":
+            self.skipped_tasks += int(bad.sum())
+            self.log(f"{stage}/skipped_tasks", float(bad.sum()), reduce_fx="sum", on_step=False, on_epoch=True,
+                     batch_size=len(batch))
+            return None if bad.all() else divergence.select(batch, ~bad) if bad.any() else batch
+        where = (f"at training step {self.global_step} (epoch {self.current_epoch}, batch {batch_idx})"
+                 if stage == "train" else f"in {stage} batch {batch_idx} (epoch {self.current_epoch})")
+        sampler = getattr(getattr(self._trainer, "datamodule", None), "sampler", None)
+        kind = getattr(sampler, "group_by", "task")
+        raise divergence.DivergenceError(divergence.message(self.hparams.algorithm, where, batch, bad, kind))
+
+    def training_step(self, batch: TaskBatch, batch_idx: int) -> Optional[Tensor]:
         result = self.adapt(batch, self.algorithm.inner_steps, create_graph=not self.algorithm.first_order)
+        bad = divergence.diverged(result.query_pred, batch.query.mask, result.query_loss)
+        if self.hparams.on_divergence == "skip" or bad.any():
+            kept = self._drop_diverged(batch, bad, "train", batch_idx)
+            if kept is None:
+                return None  # every task diverged: Lightning skips this optimizer step
+            if bad.any():  # one NaN task poisons the shared meta-gradient: adapt the others again
+                batch = kept
+                result = self.adapt(batch, self.algorithm.inner_steps, create_graph=not self.algorithm.first_order)
         loss = self.algorithm.outer_loss(result, batch, dict(self.network.named_parameters()))
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
         self.log("train/query_mse", result.query_loss.mean().detach(), batch_size=len(batch))
         return loss
 
-    def _evaluate(self, batch: TaskBatch, stage: str) -> None:
+    def _evaluate(self, batch: TaskBatch, stage: str, batch_idx: int = 0) -> None:
         with torch.inference_mode(False), torch.no_grad():
             adapted = self.adapt(_outside_inference_mode(batch)).query_pred
+        bad = divergence.diverged(adapted, batch.query.mask)
+        if self.hparams.on_divergence == "skip" or bad.any():
+            kept = self._drop_diverged(batch, bad, stage, batch_idx)
+            if kept is None:
+                return
+            if bad.any():
+                batch, adapted = kept, adapted[~bad]
         self.metrics.update(stage, batch.scenario, adapted, batch)  # in the trainer's own (inference) mode
         if self.algorithm.gradient_based:
             self.metrics.update(stage, batch.scenario, self.network(batch.query.features), batch, zero_shot=True)
 
     def validation_step(self, batch: TaskBatch, batch_idx: int) -> None:
-        self._evaluate(batch, "val")
+        self._evaluate(batch, "val", batch_idx)
 
     def test_step(self, batch: TaskBatch, batch_idx: int) -> None:
-        self._evaluate(batch, "test")
+        self._evaluate(batch, "test", batch_idx)
 
     def predict_step(self, batch: TaskBatch, batch_idx: int) -> dict[str, Any]:
         with torch.inference_mode(False), torch.no_grad():

@@ -12,8 +12,9 @@ from metarec_pl import plugins
 from metarec_pl.bilevel import MetaLearner
 from metarec_pl.data.module import MetaDataModule
 from metarec_pl.data.types import DataError, FeatureSpec
+from metarec_pl.divergence import DivergenceError
 
-ONE_LINE_ERRORS = (plugins.UnknownPluginError, plugins.PluginConflictError, DataError)
+ONE_LINE_ERRORS = (plugins.UnknownPluginError, plugins.PluginConflictError, DataError, DivergenceError)
 
 
 def schema_as_dicts(schema: list[FeatureSpec]) -> list[dict]:
