@@ -13,6 +13,8 @@ from metarec_pl.bilevel import MetaLearner
 from metarec_pl.data.module import MetaDataModule
 from metarec_pl.data.types import DataError, FeatureSpec
 from metarec_pl.divergence import DivergenceError
+from metarec_pl.predict_io import RecommendationWriter
+from metarec_pl.tracking import LoggedConfig, TaskThroughput
 
 ONE_LINE_ERRORS = (plugins.UnknownPluginError, plugins.PluginConflictError, DataError, DivergenceError)
 
@@ -28,6 +30,8 @@ class MetaRecCLI(LightningCLI):
         parser.link_arguments("data.rating_mean", "model.rating_mean", apply_on="instantiate")
         parser.link_arguments("data.num_users", "model.num_users", apply_on="instantiate")
         parser.link_arguments("data.num_items", "model.num_items", apply_on="instantiate")
+        # `metarec predict --data.predict_file new.csv --recommend.output recs.csv --recommend.top_k 10`
+        parser.add_lightning_class_args(RecommendationWriter, "recommend")
 
     def after_instantiate_classes(self) -> None:
         """The saved config.yaml names the distribution behind each plugin of the run (``metarec_pl.provenance``)."""
@@ -53,7 +57,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         return
     try:
         MetaRecCLI(MetaLearner, MetaDataModule, args=None if argv is None else args, auto_configure_optimizers=False,
-                   trainer_defaults={"inference_mode": False}, save_config_kwargs={"overwrite": True})
+                   trainer_defaults={"inference_mode": False, "callbacks": [TaskThroughput()]},
+                   save_config_callback=LoggedConfig, save_config_kwargs={"overwrite": True})
     except ONE_LINE_ERRORS as exc:
         print(f"metarec: error: {exc}", file=sys.stderr)
         sys.exit(2)

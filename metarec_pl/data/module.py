@@ -70,15 +70,18 @@ class MetaDataModule(L.LightningDataModule):
         seed: seed of the support/query splits.
         candidates: at test time, append to each user's query set this many items the user never rated
             (or ``"all"`` of them) for the top-k metrics; ``None``: none (see ``data/candidates.py``).
+        predict_file: CSV/JSON of new users' ratings; ``metarec predict`` then recommends for them from the whole
+            catalogue (see ``metarec_pl/predict_io.py``); ``None``: predict ranks the test tasks' query items.
     """
 
     def __init__(self, dataset: str = "synthetic", root: Optional[str] = None,
                  dataset_args: Optional[dict[str, Any]] = None, sampler: str = "user",
                  sampler_args: Optional[dict[str, Any]] = None, tasks_per_batch: int = 32,
                  eval_tasks_per_batch: Optional[int] = None, num_workers: int = 0, seed: int = 0,
-                 candidates: Optional[Union[int, str]] = None) -> None:
+                 candidates: Optional[Union[int, str]] = None, predict_file: Optional[str] = None) -> None:
         super().__init__()
         self.save_hyperparameters()
+        self.predict_users: Optional[list] = None  # the NewUsers read from predict_file, by task key
         if candidates is not None:
             check_pool_size(candidates)
         dataset_cls, sampler_cls = plugins.get_dataset(dataset), plugins.get_task_sampler(sampler)
@@ -164,4 +167,9 @@ class MetaDataModule(L.LightningDataModule):
         return self._loader("test", self._eval_batch(), shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
+        if self.hparams.predict_file:
+            from metarec_pl.predict_io import new_user_loader, read_new_users
+
+            self.predict_users = read_new_users(self.hparams.predict_file)
+            return new_user_loader(self.data, self.predict_users, self._eval_batch())
         return self._loader("test", self._eval_batch(), shuffle=False)
