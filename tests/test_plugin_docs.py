@@ -124,8 +124,8 @@ def test_reference_example_registers_a_working_plugin(index):
                 assert set(loaded.rating.unique().tolist()) == {0.0, 1.0} and loaded.rating_range == (0.0, 1.0)
 
 
-def run(cmd: list[str], cwd: Path, pythonpath: list[Path]) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, pythonpath)), "WANDB_MODE": "offline"}
+def run(cmd: list[str], cwd: Path, pythonpath: list[Path], **extra_env: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, pythonpath)), "WANDB_MODE": "offline", **extra_env}
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -178,3 +178,15 @@ def test_tutorial_from_empty_folder_to_fit(tmp_path):
                      str(ckpt)], tmp_path, [ROOT])
     assert from_ckpt.returncode == 2 and "pip install my-algo" in from_ckpt.stderr
     assert "Traceback" not in from_ckpt.stderr
+
+
+def test_the_core_does_not_know_the_tanp_plugin():
+    """metarec-tanp arrives only through its entry point: no core module names it, and blocking it removes it."""
+    for path in (ROOT / "metarec_pl").rglob("*.py"):
+        assert "tanp" not in path.read_text().lower(), path
+    if "tanp" not in [r.name for r in metarec_pl.registrations("algorithm")]:
+        pytest.skip("metarec-tanp is not pip-installed in this environment")
+    blocked = run([sys.executable, "-m", "metarec_pl.cli", "plugins"], ROOT, [ROOT],
+                  METAREC_PL_DISABLE_PLUGINS="tanp")
+    assert blocked.returncode == 0 and "protonet" in blocked.stdout
+    assert "tanp" not in blocked.stdout
