@@ -180,7 +180,8 @@ def _adapt_tasks(model: nn.Module, algorithm: Algorithm, batch: TaskBatch, steps
 
 def _is_linear_stack(net: nn.Module) -> bool:
     return isinstance(net, nn.Sequential) and all(
-        isinstance(m, nn.Linear) or (next(m.parameters(), None) is None and next(m.buffers(), None) is None)
+        type(m) is nn.Linear  # not subclasses: LoRALinear's adapters would be skipped
+        or (next(m.parameters(), None) is None and next(m.buffers(), None) is None)
         for m in net)
 
 
