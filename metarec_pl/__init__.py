@@ -8,7 +8,7 @@ classes of the four plugin kinds and the data types they exchange.  ``MetaLearne
 from typing import TYPE_CHECKING, Any
 
 from metarec_pl.algorithms.base import AdaptResult, Algorithm
-from metarec_pl.algorithms.pairs import encoder_dim
+from metarec_pl.models.pairs import encoder_dim
 from metarec_pl.data.base import RatingDataset, TaskSampler
 from metarec_pl.data.types import FeatureSpec, RatingData, Samples, Task, TaskBatch
 from metarec_pl.hookspecs import hookimpl, hookspec

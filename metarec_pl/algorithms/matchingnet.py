@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metarec_pl.algorithms.base import AdaptResult, Algorithm
-from metarec_pl.algorithms.pairs import encoder_dim, full_precision, projection
+from metarec_pl.models.pairs import encoder_dim, full_precision, projection
 from metarec_pl.bilevel import masked_mse
 from metarec_pl.data.types import TaskBatch
 

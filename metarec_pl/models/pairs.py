@@ -1,4 +1,4 @@
-"""Shared by the metric-based learners: (user, item) pair embeddings from the registered network's encoder.
+"""Shared by the metric-based learners: (user, item) pair embeddings from a registered network's encoder.
 
 Prototypical and Matching Networks compare support and query *pairs* in an embedding space.  They reuse the
 network's ``encoder`` (so every registered ``RatingModel`` works unchanged) and add a small projection MLP of
