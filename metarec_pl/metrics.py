@@ -28,6 +28,14 @@ from metarec_pl.data.types import TaskBatch
 POOLED = "*"
 
 
+def break_ties(scores: Tensor, scale: float = 1e-5) -> Tensor:
+    """Scores plus a seeded jitter far below any real score difference, so that tied items (a constant predictor,
+    every cold item under ``bias``) are ranked in a fixed random order instead of in input order, which would
+    systematically put query positives (listed first) before or after the candidates."""
+    gen = torch.Generator().manual_seed(len(scores))
+    return scores + scale * torch.rand(scores.shape, generator=gen).to(scores.device, scores.dtype)
+
+
 class RatingMetrics(nn.Module):
     def __init__(self, ndcg_k: Sequence[int] = (3,), top_k: Sequence[int] = (5, 10),
                  like_threshold: float = 4.0) -> None:
@@ -59,7 +67,7 @@ class RatingMetrics(nn.Module):
             collection = self._collection(stage, name, zero_shot, pred.device)
             for metric_name, metric in collection.items(keep_base=True):
                 if isinstance(metric, RetrievalNormalizedDCG):
-                    metric.update(pred, target.long(), indexes=tasks)
+                    metric.update(break_ties(pred), target.long(), indexes=tasks)
                 elif isinstance(metric, (BinaryAccuracy, BinaryRecall)):
                     metric.update((pred >= self.like_threshold).long(), (target >= self.like_threshold).long())
                 else:
@@ -87,7 +95,7 @@ class RatingMetrics(nn.Module):
         keep = positive | batch.candidate
         tasks = (batch.key * 1024 + sid)[:, None].expand_as(keep)[keep]
         for name in (POOLED, scenario):
-            self._pool_collection(stage, name, pred.device).update(pred[keep], positive[keep].long(),
+            self._pool_collection(stage, name, pred.device).update(break_ties(pred[keep]), positive[keep].long(),
                                                                    indexes=tasks)
 
     def clear(self, stage: str) -> None:

@@ -76,6 +76,20 @@ def test_top_k_over_candidates_matches_hand_computed_values():
     assert out["test/mae"] == pytest.approx((2 + 7 + 1 + 3) / 4)  # candidates never enter the MAE
 
 
+def test_tied_scores_rank_positives_at_chance_not_by_input_order():
+    """A constant predictor (every cold item under `bias`) must not be helped or hurt by where positives sit."""
+    tasks, pool = 400, 20
+    ratings = [[5] + [0] * pool for _ in range(tasks)]  # one query positive, listed first, then the pool
+    mask = [[1] + [0] * pool for _ in range(tasks)]
+    cand = [[0] + [1] * pool for _ in range(tasks)]
+    m = RatingMetrics(top_k=(1, 5), ndcg_k=(1,))
+    m.update("test", "s", torch.full((tasks, pool + 1), 3.0), batch_of(ratings, mask, candidate=cand))
+    out = m.compute("test")
+    chance = 5 / (pool + 1)
+    assert abs(out["test/pool/hit@5"] - chance) < 0.07, out["test/pool/hit@5"]
+    assert abs(out["test/pool/hit@1"] - 1 / (pool + 1)) < 0.04
+
+
 @pytest.fixture(scope="module")
 def world_dm():
     dm = MetaDataModule(dataset_args=dict(num_users=150, num_items=90, min_ratings=20, max_ratings=40, seed=1),
