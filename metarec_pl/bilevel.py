@@ -55,7 +55,7 @@ def adapt(model: nn.Module, algorithm: Algorithm, batch: TaskBatch, steps: int, 
     for idx in groups:
         part = _select_tasks(batch, idx)
         if checkpointed:
-            parts.append(checkpoint(_adapt_tasks, model, algorithm, part, steps, create_graph, use_reentrant=False))
+            parts.append(_adapt_checkpointed(model, algorithm, part, steps, create_graph))
         else:
             parts.append(_adapt_tasks(model, algorithm, part, steps, create_graph))
     inverse = torch.argsort(torch.cat(groups))
@@ -116,6 +116,27 @@ def _cat_tasks(parts: list[Any], inverse: Tensor) -> Any:
     if isinstance(parts[0], dict):
         return {n: _cat_tasks([p[n] for p in parts], inverse) for n in parts[0]}
     return torch.cat(parts)[inverse]
+
+
+def _adapt_checkpointed(model: nn.Module, algorithm: Algorithm, batch: TaskBatch, steps: int,
+                        create_graph: bool) -> AdaptResult:
+    """``_adapt_tasks`` that keeps no graph: the backward pass runs it again, with its graph, and back-propagates
+    through that.  Re-entrant checkpointing, because its forward runs without autograd; the non-re-entrant
+    kind keeps the tensors saved by the inner ``autograd.grad`` and so saves no memory here."""
+    layout: dict[str, Any] = {}
+
+    def flat(_anchor: Tensor) -> tuple[Tensor, ...]:
+        result, out = _adapt_tasks(model, algorithm, batch, steps, create_graph), []
+        for f in fields(AdaptResult):
+            value = getattr(result, f.name)
+            layout[f.name] = list(value) if isinstance(value, dict) else value is not None
+            out += list(value.values()) if isinstance(value, dict) else [value] if value is not None else []
+        return tuple(out)
+
+    anchor = torch.ones((), device=batch.support.mask.device, requires_grad=True)  # makes the outputs differentiable
+    tensors = iter(checkpoint(flat, anchor, use_reentrant=True))
+    return AdaptResult(**{name: {n: next(tensors) for n in kind} if isinstance(kind, list)
+                          else next(tensors) if kind else None for name, kind in layout.items()})
 
 
 def _adapt_tasks(model: nn.Module, algorithm: Algorithm, batch: TaskBatch, steps: int,

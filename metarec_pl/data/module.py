@@ -19,15 +19,41 @@ log = logging.getLogger(__name__)
 
 
 class ScenarioBatchSampler(Sampler[list[int]]):
-    """Batches of task indices that never mix scenarios; shuffled (seeded, new order each epoch) or in order."""
+    """Batches of task indices that never mix scenarios; shuffled (seeded, new order each epoch) or in order.
 
-    def __init__(self, tasks: list[Task], batch_size: int, shuffle: bool, generator: torch.Generator) -> None:
+    Distributed (``num_replicas``/``rank`` given, or read from ``torch.distributed`` when it is initialised):
+    every rank builds the same batches (same seed and epoch) and keeps its share of each, tasks
+    ``rank, rank + num_replicas, ...``, so the ranks together see every task exactly once, and one step on R ranks
+    with b tasks each is one step on R*b tasks (DDP averages the ranks' gradients; exact when every batch
+    splits evenly).  A training batch (``shuffle``) with fewer tasks than ranks is dropped, since every rank must
+    take part in every step; an evaluation batch is not, and the ranks without a share of it skip it.
+    """
+
+    def __init__(self, tasks: list[Task], batch_size: int, shuffle: bool, generator: torch.Generator,
+                 num_replicas: Optional[int] = None, rank: Optional[int] = None) -> None:
+        if (num_replicas is None) != (rank is None) or (num_replicas is not None and not 0 <= rank < num_replicas):
+            raise ValueError(f"ScenarioBatchSampler: need both num_replicas and rank with 0 <= rank < num_replicas, "
+                             f"got num_replicas={num_replicas}, rank={rank}")
         self.batch_size, self.shuffle, self.generator = batch_size, shuffle, generator
+        self.num_replicas, self.rank = num_replicas, rank
         self.seed, self.epoch = generator.initial_seed(), 0
         self.start = 0  # batches of the next epoch to skip (set when a fit resumes mid-epoch)
         self.groups: dict[str, list[int]] = {}
         for i, t in enumerate(tasks):
             self.groups.setdefault(t.scenario, []).append(i)
+
+    def replicas(self) -> tuple[int, int]:
+        """(number of ranks, this rank)."""
+        if self.num_replicas is not None:
+            return self.num_replicas, self.rank
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_world_size(), torch.distributed.get_rank()
+        return 1, 0
+
+    def _kept(self, size: int) -> bool:
+        """Whether this rank gets a share of a batch of ``size`` tasks."""
+        replicas, rank = self.replicas()
+        return size >= replicas if self.shuffle else size > rank
 
     def __iter__(self):
         batches = []
@@ -37,6 +63,9 @@ class ScenarioBatchSampler(Sampler[list[int]]):
             batches += [idx[i:i + self.batch_size] for i in range(0, len(idx), self.batch_size)]
         if self.shuffle:
             batches = [batches[i] for i in torch.randperm(len(batches), generator=self.generator).tolist()]
+        replicas, rank = self.replicas()
+        if replicas > 1:
+            batches = [b[rank::replicas] for b in batches if self._kept(len(b))]
         start, self.start = self.start, 0
         return iter(batches[start:])
 
@@ -52,7 +81,9 @@ class ScenarioBatchSampler(Sampler[list[int]]):
         return self
 
     def __len__(self) -> int:
-        return sum(-(-len(idx) // self.batch_size) for idx in self.groups.values())
+        sizes = [min(self.batch_size, len(idx) - i) for idx in self.groups.values()
+                 for i in range(0, len(idx), self.batch_size)]
+        return sum(self._kept(n) for n in sizes) if self.replicas()[0] > 1 else len(sizes)
 
 
 class MetaDataModule(L.LightningDataModule):
