@@ -243,6 +243,34 @@ def time_rounds(steps: dict[str, Callable], batches: list[TaskBatch], rounds: in
     return rates
 
 
+def memory_in_fresh_process(args, method: str, batch_size: int, order: str) -> Optional[float]:
+    """Peak MiB of one warm step of ``method``, measured in a new process (in this one, memory freed by the
+    earlier checks and timings hides part of the peak)."""
+    import subprocess
+
+    cmd = [sys.executable, __file__, "--memory-of", method, "--batch-sizes", str(batch_size), "--orders", order,
+           "--threads", str(args.threads), "--device", args.device, "--chunk-size", str(args.chunk_size)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    try:
+        return float(done.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return None
+
+
+def measure_memory(args) -> None:
+    """``--memory-of METHOD``: print the peak MiB of one warm step (see ``memory_in_fresh_process``)."""
+    torch.set_num_threads(args.threads)
+    _return_freed_memory()
+    device, second = torch.device(args.device), args.orders[0] == "second"
+    data, batches = make_batches(args.batch_sizes[0], 1, device)
+    chunk = args.chunk_size if args.memory_of == "metarec-ckpt" else None
+    module = make_module(data, second, chunk).to(device)
+    step = {"metarec": metarec_step, "metarec-ckpt": metarec_step}.get(args.memory_of)
+    step = step(module) if step else (func_loop_step if args.memory_of == "func-loop" else higher_step)(module, second)
+    step(batches[0])
+    print(peak_memory_mib(step, batches[0], device))
+
+
 def rel_err(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     num = sum(float(((a[n] - b[n]) ** 2).sum()) for n in b) ** 0.5
     return num / sum(float((b[n] ** 2).sum()) for n in b) ** 0.5
@@ -296,7 +324,7 @@ def run(args) -> dict:
                 owner = check_ckpt if name == "metarec-ckpt" else check
                 errors[name] = rel_err(gradients(owner, step, check_batch), ref)
             flops = reference_flops(module, batches[0], second)
-            memory = {name: peak_memory_mib(step, batches[0], device) for name, step in steps.items()}
+            memory = {name: memory_in_fresh_process(args, name, batch_size, order) for name in steps}
             rates = time_rounds(steps, batches, args.rounds, args.round_seconds, device)
             median = {name: statistics.median(r) for name, r in rates.items()}
             floor = report["matmul_flops_per_s"] / flops
@@ -347,7 +375,10 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-higher", action="store_true", help="skip the higher peer")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    p.add_argument("--memory-of", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.memory_of:
+        return measure_memory(args)
     if higher is None and not args.no_higher:
         print("throughput: `higher` is not installed (pip install 'metarec_pl[bench]'); its rows are skipped",
               file=sys.stderr)

@@ -63,9 +63,9 @@ def adapt(model: nn.Module, algorithm: Algorithm, batch: TaskBatch, steps: int, 
                           for f in fields(AdaptResult)})
 
 
-# One more group costs a fixed overhead (operator dispatch, autograd nodes) worth about this many padded support
-# samples of arithmetic (measured with benchmarks/throughput.py, see docs/performance.md).
-GROUP_OVERHEAD_SAMPLES = 160
+# One more group costs a fixed overhead (operator dispatch, autograd nodes): measured ~7 ms per meta-step on 2 CPU
+# threads, worth ~400-1000 padded support samples of arithmetic (docs/performance.md); 1024 is the conservative end.
+GROUP_OVERHEAD_SAMPLES = 1024
 MAX_GROUPS = 4
 
 
