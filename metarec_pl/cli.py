@@ -57,7 +57,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         return
     try:
         MetaRecCLI(MetaLearner, MetaDataModule, args=None if argv is None else args, auto_configure_optimizers=False,
-                   trainer_defaults={"inference_mode": False, "callbacks": [TaskThroughput()]},
+                   trainer_defaults={"inference_mode": False, "callbacks": [TaskThroughput()],
+                                     # the task batch sampler splits batches across ranks itself (DDP)
+                                     "use_distributed_sampler": False},
                    save_config_callback=LoggedConfig, save_config_kwargs={"overwrite": True})
     except ONE_LINE_ERRORS as exc:
         print(f"metarec: error: {exc}", file=sys.stderr)
