@@ -8,7 +8,8 @@ hyper-parameters stored in the checkpoint (or takes a data module / ``RatingData
 
 Ids are the data set's item ids (MovieLens: the official movie ids).  The catalogue is every item that has at
 least one rating in the data set.  Profile values are feature ids of the data set's user fields; a field not
-given takes the value most common among the training users (dense fields: their mean; multi-valued: none).
+given takes the value most common among the training users (dense fields: their mean; multi-valued: none;
+a user id field: 0, the unknown id).
 """
 
 from __future__ import annotations
@@ -58,7 +59,9 @@ class Catalogue:
         self.default_profile = {}
         for f in self.user_fields:
             values = self.data.user_features[f.key][train_users]
-            if f.kind == "categorical":
+            if f.name == "id":  # a new user has no id of their own: 0, the "unknown" id (see with_id_features)
+                self.default_profile[f.key] = torch.zeros_like(values[0])
+            elif f.kind == "categorical":
                 self.default_profile[f.key] = torch.mode(values).values
             elif f.kind == "dense":
                 self.default_profile[f.key] = values.float().mean(0).to(values.dtype)

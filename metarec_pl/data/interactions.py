@@ -29,7 +29,7 @@ from torch import Tensor
 from metarec_pl.data.cache import FileDataset
 from metarec_pl.data.features import categorical, multi
 from metarec_pl.data.textfiles import line_of_row, read_text, require
-from metarec_pl.data.types import DataError, FeatureSpec, RatingData
+from metarec_pl.data.types import DataError, FeatureSpec, RatingData, with_id_features
 
 SEPARATORS = {".csv": ",", ".tsv": "\t", ".tab": "\t", ".dat": "::"}
 Column = Union[str, int]
@@ -216,11 +216,6 @@ class Interactions(FileDataset):
         user_tables, user_schema = self._features("user", user_ids, user_raw, rows, log)
         item_tables, item_schema = self._features("item", item_ids, item_raw, rows, log)
         user, item = user_codes.astype(np.int64), item_codes.astype(np.int64)
-        if o["id_features"]:  # the ids themselves as categorical fields (1..n; 0 is left for unknown)
-            for side, n, tables, schema in (("user", len(user_ids), user_tables, user_schema),
-                                            ("item", len(item_ids), item_tables, item_schema)):
-                tables[f"{side}_id"] = torch.arange(1, n + 1)
-                schema.append(FeatureSpec(side, "id", "categorical", n + 1))
         if o["implicit"]:
             rating = np.ones(len(user), dtype=np.float64)
             if o["negatives"]:
@@ -234,6 +229,8 @@ class Interactions(FileDataset):
             user=torch.from_numpy(user), item=torch.from_numpy(item), rating=torch.from_numpy(rating.astype(np.float32)),
             time=torch.from_numpy(time) if time is not None else None, user_features=user_tables,
             item_features=item_tables, schema=user_schema + item_schema, splits={}, rating_range=(float(lo), float(hi)))
+        if o["id_features"]:  # the ids themselves as categorical fields (1..n; 0 is left for unknown)
+            data = with_id_features(data, ("user", "item"))
         return data, None
 
     def _features(self, side: str, ids: np.ndarray, raw: np.ndarray, rows: np.ndarray,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from typing import Any, Optional, Union
+from typing import Any, Optional, Sequence, Union
 
 import lightning as L
 import torch
@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Sampler
 from metarec_pl import plugins
 from metarec_pl.data.candidates import CandidateCollator, check_pool_size, draw_pools
 from metarec_pl.data.resume import ResumableDataLoader
-from metarec_pl.data.types import DataError, FeatureSpec, RatingData, Task, TaskCollator
+from metarec_pl.data.types import DataError, FeatureSpec, RatingData, Task, TaskCollator, with_id_features
 
 log = logging.getLogger(__name__)
 
@@ -103,18 +103,24 @@ class MetaDataModule(L.LightningDataModule):
             (or ``"all"`` of them) for the top-k metrics; ``None``: none (see ``data/candidates.py``).
         predict_file: CSV/JSON of new users' ratings; ``metarec predict`` then recommends for them from the whole
             catalogue (see ``metarec_pl/predict_io.py``); ``None``: predict ranks the test tasks' query items.
+        id_features: add the ids of these sides (``["item"]``, ``["user", "item"]``) as categorical fields, so
+            the network learns a vector per training item (user); unseen ids stay neutral (zero vectors).
     """
 
     def __init__(self, dataset: str = "synthetic", root: Optional[str] = None,
                  dataset_args: Optional[dict[str, Any]] = None, sampler: str = "user",
                  sampler_args: Optional[dict[str, Any]] = None, tasks_per_batch: int = 32,
                  eval_tasks_per_batch: Optional[int] = None, num_workers: int = 0, seed: int = 0,
-                 candidates: Optional[Union[int, str]] = None, predict_file: Optional[str] = None) -> None:
+                 candidates: Optional[Union[int, str]] = None, predict_file: Optional[str] = None,
+                 id_features: Sequence[str] = ()) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.predict_users: Optional[list] = None  # the NewUsers read from predict_file, by task key
         if candidates is not None:
             check_pool_size(candidates)
+        if isinstance(id_features, str) or not set(id_features) <= {"user", "item"}:
+            raise DataError(f"data.id_features: {id_features!r} is not a list of sides; expected a list of "
+                            "'user' and/or 'item'")
         dataset_cls, sampler_cls = plugins.get_dataset(dataset), plugins.get_task_sampler(sampler)
         self.dataset = dataset_cls(root=root, **(dataset_args or {}))
         self.sampler = sampler_cls(**(sampler_args or {}))
@@ -129,7 +135,8 @@ class MetaDataModule(L.LightningDataModule):
     @property
     def data(self) -> RatingData:
         if self._data is None:
-            self._data = self.dataset.load()
+            data = self.dataset.load()
+            self._data = with_id_features(data, tuple(self.hparams.id_features)) if self.hparams.id_features else data
         return self._data
 
     @property

@@ -8,7 +8,7 @@ into one ``TaskBatch`` whose tensors have a leading task dimension and masks for
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, Optional
 
 import torch
@@ -64,6 +64,23 @@ class RatingData:
         out = {key: table[users] for key, table in self.user_features.items()}
         out.update({key: table[items] for key, table in self.item_features.items()})
         return out
+
+
+def with_id_features(data: RatingData, sides: "tuple[str, ...] | list[str]") -> RatingData:
+    """``data`` plus the user and/or item ids themselves as categorical fields (``{side}_id``, values 1..n;
+    0 is left for "unknown").  Models embed them like any field, which gives a network a per-item (per-user)
+    collaborative vector for ids seen in training; see ``FieldEmbedder`` for how unseen ids are kept neutral."""
+    user_features, item_features, schema = dict(data.user_features), dict(data.item_features), list(data.schema)
+    for side in sides:
+        if side not in ("user", "item"):
+            raise DataError(f"id_features: {side!r} is not a side; expected 'user' and/or 'item'")
+        tables = user_features if side == "user" else item_features
+        if f"{side}_id" in tables:
+            raise DataError(f"id_features: the data set already has a field '{side}_id'")
+        n = data.num_users if side == "user" else data.num_items
+        tables[f"{side}_id"] = torch.arange(1, n + 1)
+        schema.append(FeatureSpec(side, "id", "categorical", n + 1))
+    return replace(data, user_features=user_features, item_features=item_features, schema=schema)
 
 
 @dataclass

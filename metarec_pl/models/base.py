@@ -60,13 +60,25 @@ def pooled_multi(table: nn.Embedding, ids: Tensor) -> Tensor:
 
 class FieldEmbedder(nn.Module):
     """One embedding table per categorical or multi-valued field (multi-valued: mean-pooled), dense fields
-    passed through; all concatenated."""
+    passed through; all concatenated.
 
-    def __init__(self, schema: Sequence[FeatureSpec], dim: int) -> None:
+    ``id`` fields (``{side}_id``, see ``data.types.with_id_features``) start at zero, so an id never seen in
+    training (a cold item) contributes a zero vector rather than noise: only looked-up rows get gradients.
+    ``id_dropout``: in training, each sample's id vectors are zeroed with this probability, so the network also
+    learns to predict from content alone, the situation of every cold item (DropoutNet, Volkovs et al. 2017).
+    """
+
+    def __init__(self, schema: Sequence[FeatureSpec], dim: int, id_dropout: float = 0.0) -> None:
         super().__init__()
-        self.schema = list(schema)
+        if not 0.0 <= id_dropout < 1.0:
+            raise ValueError(f"id_dropout: {id_dropout} is not a probability in [0, 1)")
+        self.schema, self.id_dropout = list(schema), id_dropout
         self.tables = nn.ModuleDict({f.key: nn.Embedding(f.size, dim, padding_idx=0 if f.kind == "multi" else None)
                                      for f in self.schema if f.kind != "dense"})
+        with torch.no_grad():
+            for f in self.schema:
+                if f.name == "id" and f.kind == "categorical":
+                    self.tables[f.key].weight.zero_()
         self.out_dim = sum(dim if f.kind != "dense" else f.size for f in self.schema)
 
     def forward(self, features: dict[str, Tensor]) -> Tensor:
@@ -74,7 +86,10 @@ class FieldEmbedder(nn.Module):
         for f in self.schema:
             x = features[f.key]
             if f.kind == "categorical":
-                parts.append(self.tables[f.key](x))
+                v = self.tables[f.key](x)
+                if f.name == "id" and self.training and self.id_dropout > 0:
+                    v = v * (torch.rand(x.shape, device=v.device) >= self.id_dropout).to(v.dtype)[..., None]
+                parts.append(v)
             elif f.kind == "multi":
                 parts.append(pooled_multi(self.tables[f.key], x))
             else:
