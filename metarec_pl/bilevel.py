@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable, Optional, Union
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from lightning.pytorch.cli import OptimizerCallable
 from lightning_utilities.core.apply_func import apply_to_collection
 from torch import Tensor, nn
@@ -101,8 +102,13 @@ def _select_tasks(batch: TaskBatch, idx: Tensor) -> TaskBatch:
     """The tasks ``idx`` of ``batch``, support padding trimmed to their longest support set."""
     width = max(1, int(batch.support.mask[idx].sum(-1).max()))
 
+    def rows(v: Tensor, width: int) -> Tensor:  # a feature broadcast over tasks (stride 0) stays broadcast
+        if v.shape[0] > 1 and v.stride(0) == 0:
+            return v[:1, :width].expand(len(idx), *v[:1, :width].shape[1:])
+        return v[idx, :width]
+
     def take(s: Samples, width: int) -> Samples:
-        return Samples({k: v[idx, :width] for k, v in s.features.items()}, s.rating[idx, :width],
+        return Samples({k: rows(v, width) for k, v in s.features.items()}, s.rating[idx, :width],
                        s.mask[idx, :width], s.user[idx, :width], s.item[idx, :width])
 
     return replace(batch, support=take(batch.support, width), query=take(batch.query, batch.query.mask.shape[1]),
@@ -212,9 +218,14 @@ def _linear_stack(net: nn.Sequential, weights: dict[str, Tensor], x: Tensor) -> 
     for i, layer in enumerate(net):
         if isinstance(layer, nn.Linear):
             w, b = weights[f"{i}.weight"], weights.get(f"{i}.bias")
-            h = h @ w.transpose(-1, -2)
-            if b is not None:
-                h = h + (b.unsqueeze(-2) if b.dim() == 2 else b)
+            if b is None:
+                h = h @ w.transpose(-1, -2)
+            elif w.dim() == 3:  # per-task weights: bias added inside the batched product
+                h = torch.baddbmm(b.unsqueeze(-2) if b.dim() == 2 else b, h, w.transpose(-1, -2))
+            elif b.dim() == 1:
+                h = F.linear(h, w, b)
+            else:
+                h = F.linear(h, w) + b.unsqueeze(-2)
         else:
             h = layer(h)
     return h

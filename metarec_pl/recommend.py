@@ -130,7 +130,11 @@ class Catalogue:
         for f in self.user_fields:
             stacked = torch.stack([p[f.key] for p in profiles])  # [users, ...]
             features[f.key] = stacked[:, None].expand(len(profiles), n, *stacked.shape[1:])
-        features.update({key: table[items] for key, table in self.data.item_features.items()})
+        if items.shape[0] > 1 and items.stride(0) == 0:  # the same items for every user: gather once, expand
+            features.update({key: table[items[0]].expand(*items.shape, *table.shape[1:])
+                             for key, table in self.data.item_features.items()})
+        else:
+            features.update({key: table[items] for key, table in self.data.item_features.items()})
         users = torch.full(items.shape, -1, dtype=torch.long)  # new users have no id
         return Samples(features, rating * mask, mask, users, items)
 

@@ -6,7 +6,7 @@ The split lets the bilevel loop run the encoder once per task when no encoder pa
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -86,12 +86,24 @@ class FieldEmbedder(nn.Module):
         for f in self.schema:
             x = features[f.key]
             if f.kind == "categorical":
-                v = self.tables[f.key](x)
+                v = _on_distinct(self.tables[f.key], x, 0)
                 if f.name == "id" and self.training and self.id_dropout > 0:
                     v = v * (torch.rand(x.shape, device=v.device) >= self.id_dropout).to(v.dtype)[..., None]
-                parts.append(v)
             elif f.kind == "multi":
-                parts.append(pooled_multi(self.tables[f.key], x))
+                v = _on_distinct(lambda ids, t=self.tables[f.key]: pooled_multi(t, ids), x, 1)
             else:
-                parts.append(x.to(dtype))
+                v = x.to(dtype)
+            parts.append(v)
         return torch.cat(parts, dim=-1)
+
+
+def _on_distinct(embed: Any, x: Tensor, trailing: int) -> Tensor:
+    """``embed(x)`` computed once along each broadcast (stride-0) leading dimension of ``x``, then expanded.
+
+    Scoring a catalogue for many users passes the item fields as one row expanded over the users (and the
+    profile as one value expanded over the items); embedding only the distinct rows keeps the lookups at
+    (users + items) instead of (users x items)."""
+    lead = x.dim() - trailing
+    index = tuple(slice(0, 1) if x.shape[d] > 1 and x.stride(d) == 0 else slice(None) for d in range(lead))
+    out = embed(x[index])
+    return out.expand(*x.shape[:lead], out.shape[-1])
