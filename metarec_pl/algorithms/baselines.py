@@ -133,11 +133,12 @@ class FineTune(Algorithm):
 
 class ItemFeatureMap(nn.Module):
     """A linear map of an item's features: one table per categorical/multi-valued field (multi: mean of the
-    present values) and a linear layer per dense field, summed."""
+    present values) and a linear layer per dense field, summed.  An ``item_id`` field is left out: the model
+    has its own id embedding, and the map exists for what cold items have, their content."""
 
     def __init__(self, schema: list, dim: int) -> None:
         super().__init__()
-        self.fields = [f for f in schema if f.side == "item"]
+        self.fields = [f for f in schema if f.side == "item" and f.name != "id"]
         self.maps = nn.ModuleDict({
             f.key: nn.Linear(f.size, dim, bias=False) if f.kind == "dense"
             else nn.Embedding(f.size, dim, padding_idx=0 if f.kind == "multi" else None) for f in self.fields})
