@@ -38,8 +38,9 @@ def run_arm(args: argparse.Namespace, algorithm: str, text: bool, workdir: Path)
         dataset, dataset_args = args.dataset, base_args
     dm = MetaDataModule(dataset=dataset, root=args.root, dataset_args=dataset_args,
                         sampler_args=dict(query_size=10, min_support=3), tasks_per_batch=args.tasks_per_batch,
-                        eval_tasks_per_batch=256, seed=args.seed)
-    network_args = dict(embedding_dim=args.embedding_dim, hidden=args.hidden, lora_rank=args.lora_rank)
+                        eval_tasks_per_batch=256, seed=args.seed, id_features=args.id_features)
+    network_args = dict(embedding_dim=args.embedding_dim, hidden=args.hidden, lora_rank=args.lora_rank,
+                        id_dropout=args.id_dropout)
     module = MetaLearner(algorithm=algorithm, network="melu", network_args=network_args, inner_steps=args.inner_steps,
                          inner_lr=args.inner_lr, adapt=args.adapt, schema=dm.schema, rating_mean=dm.rating_mean,
                          num_users=dm.num_users, num_items=dm.num_items,
@@ -70,6 +71,8 @@ def main() -> None:
     p.add_argument("--embedding_dim", type=int, default=32)
     p.add_argument("--hidden", type=int, nargs="+", default=[64, 64])
     p.add_argument("--lora_rank", type=int, default=0)
+    p.add_argument("--id_features", nargs="*", default=[], help="e.g. item: ids as features (data.id_features)")
+    p.add_argument("--id_dropout", type=float, default=0.0)
     p.add_argument("--adapt", nargs="+", default=["head.*"])
     p.add_argument("--inner_steps", type=int, default=5)
     p.add_argument("--inner_lr", type=float, default=0.05)

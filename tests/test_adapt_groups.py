@@ -3,7 +3,8 @@
 import torch
 
 from conftest import unequal_batch
-from metarec_pl.bilevel import MetaLearner, task_groups
+from metarec_pl.bilevel import MetaLearner
+from metarec_pl.inner_tools import task_groups
 from test_meta_gradient import rel_err, to_double
 
 SIZES = (3, 30, 4, 28, 5, 26, 3, 29)

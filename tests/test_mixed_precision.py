@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from conftest import unequal_batch
-from metarec_pl.bilevel import INNER_GRAD_TARGET, MetaLearner, _inner_loss_scale, _unscale
+from metarec_pl.bilevel import MetaLearner
+from metarec_pl.inner_tools import INNER_GRAD_TARGET, inner_loss_scale, unscale
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 # Measured on CPU (torch 2.13): fp16 relative error 0.003, bf16 0.013 (cosine > 0.9999).  bf16 keeps 8 mantissa
@@ -55,7 +56,7 @@ def test_inner_loss_scale_lifts_tiny_output_gradients_to_the_target():
     pred = torch.tensor([[3.5 + 1e-6, 3.5, 0.0], [4.0, 1.0, 2.0]])
     target = torch.tensor([[3.5, 3.5, 0.0], [1.0, 1.0, 2.0]])
     mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
-    scale = _inner_loss_scale(pred, target, mask)
+    scale = inner_loss_scale(pred, target, mask)
     largest = (2 * (pred - target).abs() * mask / mask.sum(-1, keepdim=True)).amax(-1)
     assert torch.equal(torch.exp2(torch.log2(scale).round()), scale)  # powers of two: exact to apply and undo
     scaled = largest * scale
@@ -67,6 +68,6 @@ def test_unscale_skips_the_step_of_a_task_with_non_finite_gradients():
     scale = torch.tensor([4.0, 8.0])
     w = torch.tensor([[2.0, 4.0], [float("inf"), 8.0]])
     b = torch.tensor([[4.0], [8.0]])
-    gw, gb = _unscale((w, b), scale)
+    gw, gb = unscale((w, b), scale)
     assert torch.equal(gw, torch.tensor([[0.5, 1.0], [0.0, 0.0]]))  # task 1 overflowed: no step for it
     assert torch.equal(gb, torch.tensor([[1.0], [0.0]]))
