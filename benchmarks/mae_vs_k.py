@@ -36,7 +36,8 @@ def data_module(root: str, seed: int, k=None) -> MetaDataModule:
     return MetaDataModule(dataset="melu-movielens-1m", root=root, seed=seed,
                           dataset_args=dict(protocol="user-cold", min_ratings=60, state_files={
                               "warm": ["warm_state.reconstructed.json", "warm_state_y.json"]}),
-                          sampler_args=dict(query_size=10, **support), tasks_per_batch=32, eval_tasks_per_batch=128)
+                          sampler_args=dict(query_size=10, **support), tasks_per_batch=32, eval_tasks_per_batch=128,
+                          id_features=["item"])  # the network of the MeLU table (melu_table.COMMON)
 
 
 def main() -> None:
@@ -49,6 +50,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--png", default="docs/results_mae_vs_k.png")
     p.add_argument("--raw", default="runs/mae_vs_k/results.json")
+    p.add_argument("--wandb", metavar="PROJECT", default=None,
+                   help="also log the curves as a W&B line plot to this project (offline with WANDB_MODE=offline)")
     args = p.parse_args()
     os.environ.setdefault("WANDB_MODE", "offline")
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
@@ -90,6 +93,15 @@ def main() -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(args.png, dpi=120)
+    if args.wandb:
+        from lightning.pytorch.loggers import WandbLogger
+
+        from metarec_pl.tracking import log_line_plot
+
+        logger = WandbLogger(project=args.wandb, name="mae-vs-k", save_dir="runs/wandb")
+        log_line_plot(logger, "results/mae_vs_k", list(KS), {n: [by_k[k] for k in KS] for n, by_k in results.items()},
+                      xname="K", title="MAE vs support size K (user-cold)")
+        logger.experiment.finish()
     print("| method | " + " | ".join(f"K={k}" for k in KS) + " |")
     print("|---|" + "---|" * len(KS))
     for name, by_k in results.items():

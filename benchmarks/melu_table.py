@@ -2,6 +2,7 @@
 
     python benchmarks/melu_table.py --root ../shared/data/melu-ml-1m              # 3 seeds
     python benchmarks/melu_table.py --root ../shared/data/melu-ml-1m --seeds 0    # one seed (the time budget)
+    python benchmarks/melu_table.py --render --wandb PROJECT                      # re-render; log a wandb.Table
 
 Each method: fit on the training users (``melu`` protocol: MeLU's warm state split into train / val / held-out warm
 users), then every evaluation-time knob listed in ``select`` is chosen on the validation users (never on test
@@ -188,6 +189,23 @@ def targets(results: list[dict], methods: list[str]) -> str:
     return "\n".join(out)
 
 
+TABLE_METRICS = ("mae", "rmse", "ndcg@1", "ndcg@3", "ndcg@5", "like_acc", "pool/hit@10", "pool/ndcg@10")
+
+
+def log_to_wandb(project: str, results: list[dict], meta: dict) -> None:
+    """One row per (method, seed, scenario) as a ``wandb.Table`` (``metarec_pl.tracking.log_table``)."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    from metarec_pl.tracking import log_table
+
+    logger = WandbLogger(project=project, name="melu-table", save_dir="runs/wandb", config=meta)
+    rows = [[r["method"], r["seed"], sc, r["train_s"], *[r["test"].get(f"test/{sc}/{k}") for k in TABLE_METRICS]]
+            for r in results for sc in SCENARIOS]
+    log_table(logger, "results/melu_table", ["method", "seed", "scenario", "train_s", *TABLE_METRICS], rows)
+    logger.experiment.finish()
+    print(f"logged {len(rows)} rows to W&B project {project} (run files under runs/wandb)")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--root", default="../shared/data/melu-ml-1m")
@@ -201,6 +219,8 @@ def main() -> None:
     p.add_argument("--raw", default="runs/melu_table/results.json")
     p.add_argument("--render", action="store_true", help="only rewrite --out from --raw")
     p.add_argument("--note", default="", help="a paragraph added under the header (e.g. what this run left out)")
+    p.add_argument("--wandb", metavar="PROJECT", default=None,
+                   help="also log the results as a wandb.Table to this W&B project (offline with WANDB_MODE=offline)")
     args = p.parse_args()
     os.environ.setdefault("WANDB_MODE", "offline")
     logging.getLogger("lightning").setLevel(logging.ERROR)
@@ -210,6 +230,8 @@ def main() -> None:
     if args.render:
         saved = json.loads(raw.read_text())
         Path(args.out).write_text(render(saved["results"], {**saved["meta"], "note": args.note}))
+        if args.wandb:
+            log_to_wandb(args.wandb, saved["results"], saved["meta"])
         return
     registered = {r.name for r in plugins.registrations() if r.kind == "algorithm"}
     methods = args.methods or [m for m in METHODS if m in registered]
@@ -234,6 +256,8 @@ def main() -> None:
             raw.write_text(json.dumps(dict(meta=meta, results=results), indent=1))
     Path(args.out).write_text(render(results, meta))
     print(f"wrote {args.out}")
+    if args.wandb:
+        log_to_wandb(args.wandb, results, meta)
 
 
 if __name__ == "__main__":
