@@ -40,7 +40,7 @@ def run_arm(args: argparse.Namespace, algorithm: str, text: bool, workdir: Path)
                         sampler_args=dict(query_size=10, min_support=3), tasks_per_batch=args.tasks_per_batch,
                         eval_tasks_per_batch=256, seed=args.seed, id_features=args.id_features)
     network_args = dict(embedding_dim=args.embedding_dim, hidden=args.hidden, lora_rank=args.lora_rank,
-                        id_dropout=args.id_dropout)
+                        id_dropout=args.id_dropout, project_dense=args.project_dense)
     module = MetaLearner(algorithm=algorithm, network="melu", network_args=network_args, inner_steps=args.inner_steps,
                          inner_lr=args.inner_lr, adapt=args.adapt, schema=dm.schema, rating_mean=dm.rating_mean,
                          num_users=dm.num_users, num_items=dm.num_items,
@@ -73,6 +73,7 @@ def main() -> None:
     p.add_argument("--lora_rank", type=int, default=0)
     p.add_argument("--id_features", nargs="*", default=[], help="e.g. item: ids as features (data.id_features)")
     p.add_argument("--id_dropout", type=float, default=0.0)
+    p.add_argument("--project_dense", action="store_true", help="text vectors enter through a learned linear map")
     p.add_argument("--adapt", nargs="+", default=["head.*"])
     p.add_argument("--inner_steps", type=int, default=5)
     p.add_argument("--inner_lr", type=float, default=0.05)

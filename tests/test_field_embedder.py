@@ -20,3 +20,21 @@ def test_broadcast_features_give_the_same_encodings_and_ratings(tiny_world):
     assert all(v.stride(0) == 0 or v.stride(1) == 0 for v in broadcast.values())
     assert torch.equal(net.encoder(broadcast), net.encoder(materialised))
     assert torch.equal(net(broadcast), net(materialised))
+
+
+def test_project_dense_maps_each_dense_field_to_the_embedding_width(tiny_world):
+    _, data = tiny_world
+    data.item_features["item_text"] = torch.randn(data.num_items, 12)
+    from metarec_pl.data.types import FeatureSpec
+
+    schema = [*data.schema, FeatureSpec("item", "text", "dense", 12)]
+    try:
+        plain, projected = MeLUNet(schema, embedding_dim=4), MeLUNet(schema, embedding_dim=4, project_dense=True)
+        assert projected.encoder.out_dim == plain.encoder.out_dim - 12 + 4
+        items = torch.arange(6)
+        feats = data.features(torch.zeros_like(items), items)
+        assert projected(feats).shape == (6,)
+        out = projected.encoder(feats)[:, -4:]  # the text field is last: its projection
+        assert torch.allclose(out, projected.encoder.projections["item_text"](feats["item_text"]))
+    finally:
+        del data.item_features["item_text"]

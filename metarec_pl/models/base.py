@@ -66,20 +66,25 @@ class FieldEmbedder(nn.Module):
     training (a cold item) contributes a zero vector rather than noise: only looked-up rows get gradients.
     ``id_dropout``: in training, each sample's id vectors are zeroed with this probability, so the network also
     learns to predict from content alone, the situation of every cold item (DropoutNet, Volkovs et al. 2017).
+    ``project_dense``: map each dense field (e.g. a 384-d text vector) to ``dim`` by a learned linear layer, so it
+    enters the head with the width of every other field instead of dominating its input.
     """
 
-    def __init__(self, schema: Sequence[FeatureSpec], dim: int, id_dropout: float = 0.0) -> None:
+    def __init__(self, schema: Sequence[FeatureSpec], dim: int, id_dropout: float = 0.0,
+                 project_dense: bool = False) -> None:
         super().__init__()
         if not 0.0 <= id_dropout < 1.0:
             raise ValueError(f"id_dropout: {id_dropout} is not a probability in [0, 1)")
         self.schema, self.id_dropout = list(schema), id_dropout
         self.tables = nn.ModuleDict({f.key: nn.Embedding(f.size, dim, padding_idx=0 if f.kind == "multi" else None)
                                      for f in self.schema if f.kind != "dense"})
+        self.projections = nn.ModuleDict({f.key: nn.Linear(f.size, dim) for f in self.schema
+                                          if f.kind == "dense" and project_dense})
         with torch.no_grad():
             for f in self.schema:
                 if f.name == "id" and f.kind == "categorical":
                     self.tables[f.key].weight.zero_()
-        self.out_dim = sum(dim if f.kind != "dense" else f.size for f in self.schema)
+        self.out_dim = sum(dim if f.kind != "dense" or project_dense else f.size for f in self.schema)
 
     def forward(self, features: dict[str, Tensor]) -> Tensor:
         parts, dtype = [], next(self.parameters()).dtype if self.tables else torch.get_default_dtype()
@@ -91,6 +96,8 @@ class FieldEmbedder(nn.Module):
                     v = v * (torch.rand(x.shape, device=v.device) >= self.id_dropout).to(v.dtype)[..., None]
             elif f.kind == "multi":
                 v = _on_distinct(lambda ids, t=self.tables[f.key]: pooled_multi(t, ids), x, 1)
+            elif f.key in self.projections:
+                v = _on_distinct(lambda t, proj=self.projections[f.key]: proj(t.to(dtype)), x, 1)
             else:
                 v = x.to(dtype)
             parts.append(v)
