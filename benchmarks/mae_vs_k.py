@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -23,7 +21,7 @@ import lightning as L
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from melu_table import COMMON, METHODS, run_select, trainer  # noqa: E402
+from melu_table import COMMON, METHODS, run_select, setup, trainer, wandb_logger  # noqa: E402
 
 from metarec_pl.bilevel import MetaLearner  # noqa: E402
 from metarec_pl.data.module import MetaDataModule  # noqa: E402
@@ -56,9 +54,7 @@ def main() -> None:
     p.add_argument("--wandb", metavar="PROJECT", default=None,
                    help="also log the curves as a W&B line plot to this project (offline with WANDB_MODE=offline)")
     args = p.parse_args()
-    os.environ.setdefault("WANDB_MODE", "offline")
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    torch.set_num_threads(args.threads)
+    setup(args.threads)
     if args.render:
         saved = json.loads(Path(args.raw).read_text())
         results = {name: {int(k): v for k, v in by_k.items()} for name, by_k in saved["results"].items()}
@@ -110,11 +106,9 @@ def publish(args: argparse.Namespace, results: dict[str, dict[int, float]], comm
     fig.tight_layout()
     fig.savefig(args.png, dpi=120)
     if args.wandb:
-        from lightning.pytorch.loggers import WandbLogger
-
         from metarec_pl.tracking import log_line_plot
 
-        logger = WandbLogger(project=args.wandb, name="mae-vs-k", save_dir="runs/wandb")
+        logger = wandb_logger(args.wandb, "mae-vs-k")
         log_line_plot(logger, "results/mae_vs_k", list(KS), {n: [by_k[k] for k in KS] for n, by_k in results.items()},
                       xname="K", title="MAE vs support size K (user-cold)")
         logger.experiment.finish()

@@ -68,6 +68,22 @@ DATA = dict(dataset="melu-movielens-1m",
             eval_tasks_per_batch=128, id_features=["item"])
 
 
+def setup(threads: int) -> None:
+    """What every results script does first: W&B offline unless the user asked otherwise, Lightning's info lines
+    off, and the CPU thread count of the measurement."""
+    os.environ.setdefault("WANDB_MODE", "offline")
+    logging.getLogger("lightning").setLevel(logging.ERROR)
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    torch.set_num_threads(threads)
+
+
+def wandb_logger(project: str, name: str, **kwargs):
+    """A ``WandbLogger`` writing under runs/wandb (offline with ``WANDB_MODE=offline``)."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    return WandbLogger(project=project, name=name, save_dir="runs/wandb", **kwargs)
+
+
 def trainer(epochs: int) -> L.Trainer:
     return L.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                      enable_progress_bar=False, enable_model_summary=False, gradient_clip_val=1.0,
@@ -199,11 +215,9 @@ TABLE_METRICS = ("mae", "rmse", "ndcg@1", "ndcg@3", "ndcg@5", "like_acc", "pool/
 
 def log_to_wandb(project: str, results: list[dict], meta: dict) -> None:
     """One row per (method, seed, scenario) as a ``wandb.Table`` (``metarec_pl.tracking.log_table``)."""
-    from lightning.pytorch.loggers import WandbLogger
-
     from metarec_pl.tracking import log_table
 
-    logger = WandbLogger(project=project, name="melu-table", save_dir="runs/wandb", config=meta)
+    logger = wandb_logger(project, "melu-table", config=meta)
     rows = [[r["method"], r["seed"], sc, r["train_s"], *[r["test"].get(f"test/{sc}/{k}") for k in TABLE_METRICS]]
             for r in results for sc in SCENARIOS]
     log_table(logger, "results/melu_table", ["method", "seed", "scenario", "train_s", *TABLE_METRICS], rows)
@@ -227,10 +241,7 @@ def main() -> None:
     p.add_argument("--wandb", metavar="PROJECT", default=None,
                    help="also log the results as a wandb.Table to this W&B project (offline with WANDB_MODE=offline)")
     args = p.parse_args()
-    os.environ.setdefault("WANDB_MODE", "offline")
-    logging.getLogger("lightning").setLevel(logging.ERROR)
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    torch.set_num_threads(args.threads)
+    setup(args.threads)
     raw = Path(args.raw)
     if args.render:
         saved = json.loads(raw.read_text())

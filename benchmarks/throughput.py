@@ -39,7 +39,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from metarec_pl.bilevel import MetaLearner
 from metarec_pl.data.base import UserTaskSampler
 from metarec_pl.data.synthetic import SyntheticWorld
-from metarec_pl.data.types import Task, TaskBatch, TaskCollator
+from metarec_pl.data.types import TaskBatch, TaskCollator
 
 try:
     import higher

@@ -25,11 +25,11 @@ from lightning_utilities.core.apply_func import apply_to_collection
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from metarec_pl import divergence, plugins, provenance
+from metarec_pl import divergence, provenance
 from metarec_pl.algorithms.base import AdaptResult, Algorithm
+from metarec_pl.data.types import FeatureSpec, TaskBatch
 from metarec_pl.inner_tools import (adapt_checkpointed, cat_tasks, inner_loss_scale, is_linear_stack, linear_stack,
                                     select_tasks, task_groups, unscale)
-from metarec_pl.data.types import FeatureSpec, TaskBatch
 from metarec_pl.metrics import RatingMetrics
 from metarec_pl.models.base import RatingModel
 

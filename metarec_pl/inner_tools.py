@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from metarec_pl.algorithms.base import AdaptResult, Algorithm
-from metarec_pl.data.types import Samples, TaskBatch
+from metarec_pl.data.types import Samples, TaskBatch, is_broadcast
 
 
 # One more group costs a fixed overhead (operator dispatch, autograd nodes): measured ~7 ms per meta-step on 2 CPU
@@ -57,7 +57,7 @@ def select_tasks(batch: TaskBatch, idx: Tensor) -> TaskBatch:
     width = max(1, int(batch.support.mask[idx].sum(-1).max()))
 
     def rows(v: Tensor, width: int) -> Tensor:  # a feature broadcast over tasks (stride 0) stays broadcast
-        if v.shape[0] > 1 and v.stride(0) == 0:
+        if is_broadcast(v):
             return v[:1, :width].expand(len(idx), *v[:1, :width].shape[1:])
         return v[idx, :width]
 

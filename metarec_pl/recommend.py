@@ -22,7 +22,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from metarec_pl.data.types import DataError, FeatureSpec, RatingData, Samples, TaskBatch
+from metarec_pl.data.types import DataError, FeatureSpec, RatingData, Samples, TaskBatch, is_broadcast
 
 Ratings = Union[Mapping[int, float], Sequence[tuple[int, float]]]
 
@@ -59,7 +59,7 @@ class Catalogue:
         self.default_profile = {}
         for f in self.user_fields:
             values = self.data.user_features[f.key][train_users]
-            if f.name == "id":  # a new user has no id of their own: 0, the "unknown" id (see with_id_features)
+            if f.is_id:  # a new user has no id of their own: 0, the "unknown" id (see with_id_features)
                 self.default_profile[f.key] = torch.zeros_like(values[0])
             elif f.kind == "categorical":
                 self.default_profile[f.key] = torch.mode(values).values
@@ -130,7 +130,7 @@ class Catalogue:
         for f in self.user_fields:
             stacked = torch.stack([p[f.key] for p in profiles])  # [users, ...]
             features[f.key] = stacked[:, None].expand(len(profiles), n, *stacked.shape[1:])
-        if items.shape[0] > 1 and items.stride(0) == 0:  # the same items for every user: gather once, expand
+        if is_broadcast(items):  # the same items for every user: gather once, expand
             features.update({key: table[items[0]].expand(*items.shape, *table.shape[1:])
                              for key, table in self.data.item_features.items()})
         else:

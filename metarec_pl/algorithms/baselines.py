@@ -138,7 +138,7 @@ class ItemFeatureMap(nn.Module):
 
     def __init__(self, schema: list, dim: int) -> None:
         super().__init__()
-        self.fields = [f for f in schema if f.side == "item" and f.name != "id"]
+        self.fields = [f for f in schema if f.side == "item" and not f.is_id]
         self.maps = nn.ModuleDict({
             f.key: nn.Linear(f.size, dim, bias=False) if f.kind == "dense"
             else nn.Embedding(f.size, dim, padding_idx=0 if f.kind == "multi" else None) for f in self.fields})

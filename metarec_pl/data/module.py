@@ -135,8 +135,7 @@ class MetaDataModule(L.LightningDataModule):
     @property
     def data(self) -> RatingData:
         if self._data is None:
-            data = self.dataset.load()
-            self._data = with_id_features(data, tuple(self.hparams.id_features)) if self.hparams.id_features else data
+            self._data = with_id_features(self.dataset.load(), tuple(self.hparams.id_features))
         return self._data
 
     @property

@@ -35,6 +35,17 @@ class FeatureSpec:
     def key(self) -> str:
         return f"{self.side}_{self.name}"
 
+    @property
+    def is_id(self) -> bool:
+        """The user or item id itself as a field (``with_id_features``): 1..n, 0 = unknown."""
+        return self.kind == "categorical" and self.name == "id"
+
+
+def is_broadcast(t: Tensor, dim: int = 0) -> bool:
+    """Whether ``t`` repeats one slice along ``dim`` (an expanded view, stride 0), so work on that dimension can be
+    done once and expanded (e.g. a catalogue's item features shared by every user of a batch)."""
+    return t.shape[dim] > 1 and t.stride(dim) == 0
+
 
 
 @dataclass
@@ -70,6 +81,8 @@ def with_id_features(data: RatingData, sides: "tuple[str, ...] | list[str]") -> 
     """``data`` plus the user and/or item ids themselves as categorical fields (``{side}_id``, values 1..n;
     0 is left for "unknown").  Models embed them like any field, which gives a network a per-item (per-user)
     collaborative vector for ids seen in training; see ``FieldEmbedder`` for how unseen ids are kept neutral."""
+    if not sides:
+        return data
     user_features, item_features, schema = dict(data.user_features), dict(data.item_features), list(data.schema)
     for side in sides:
         if side not in ("user", "item"):

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
-from metarec_pl.data.types import FeatureSpec
+from metarec_pl.data.types import FeatureSpec, is_broadcast
 from metarec_pl.models.adapters import LoRALinear
 
 
@@ -82,7 +82,7 @@ class FieldEmbedder(nn.Module):
                                           if f.kind == "dense" and project_dense})
         with torch.no_grad():
             for f in self.schema:
-                if f.name == "id" and f.kind == "categorical":
+                if f.is_id:
                     self.tables[f.key].weight.zero_()
         self.out_dim = sum(dim if f.kind != "dense" or project_dense else f.size for f in self.schema)
 
@@ -92,7 +92,7 @@ class FieldEmbedder(nn.Module):
             x = features[f.key]
             if f.kind == "categorical":
                 v = _on_distinct(self.tables[f.key], x, 0)
-                if f.name == "id" and self.training and self.id_dropout > 0:
+                if f.is_id and self.training and self.id_dropout > 0:
                     v = v * (torch.rand(x.shape, device=v.device) >= self.id_dropout).to(v.dtype)[..., None]
             elif f.kind == "multi":
                 v = _on_distinct(lambda ids, t=self.tables[f.key]: pooled_multi(t, ids), x, 1)
@@ -111,6 +111,6 @@ def _on_distinct(embed: Any, x: Tensor, trailing: int) -> Tensor:
     profile as one value expanded over the items); embedding only the distinct rows keeps the lookups at
     (users + items) instead of (users x items)."""
     lead = x.dim() - trailing
-    index = tuple(slice(0, 1) if x.shape[d] > 1 and x.stride(d) == 0 else slice(None) for d in range(lead))
+    index = tuple(slice(0, 1) if is_broadcast(x, d) else slice(None) for d in range(lead))
     out = embed(x[index])
     return out.expand(*x.shape[:lead], out.shape[-1])
