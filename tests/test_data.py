@@ -77,3 +77,55 @@ def test_collator_pads_and_masks(tiny_world):
         assert torch.equal(batch.support.rating[i, :n], data.rating[t.support])
         assert (batch.support.rating[i, n:] == 0).all()
         assert torch.equal(batch.support.features["user_gender"][i, :n], data.user_features["user_gender"][data.user[t.support]])
+
+
+def training_splits(dm, epochs: int) -> list[dict[int, tuple[list[int], list[int]]]]:
+    """Per epoch: task key -> (sorted support rows, sorted query rows) as the training loader hands them out."""
+    loader, out = dm.train_dataloader(), []
+    for epoch in range(epochs):
+        loader.batch_sampler.set_epoch(epoch)
+        out.append({int(k): (sorted(s), sorted(q)) for batch in loader for k, s, q in zip(
+            batch.key.tolist(), _rows(batch.support), _rows(batch.query))})
+    return out
+
+
+def _rows(samples) -> list[list[tuple[int, int]]]:
+    """Each task's real samples as (user, item) pairs (row identity, independent of padding)."""
+    return [[(int(u), int(i)) for u, i, m in zip(us, its, ms) if m] for us, its, ms in
+            zip(samples.user, samples.item, samples.mask)]
+
+
+def test_training_splits_are_drawn_anew_each_epoch_from_the_same_rows():
+    from metarec_pl.data.module import MetaDataModule
+
+    dm = MetaDataModule(dataset_args=dict(num_users=60, num_items=50, min_ratings=20, max_ratings=30),
+                        sampler_args=dict(query_size=4, min_support=1), tasks_per_batch=8)
+    first, second, third = training_splits(dm, 3)
+    built = {t.key: t for t in dm.stage_tasks("train")["train"]}
+    pair = lambda rows: sorted(zip(dm.data.user[rows].tolist(), dm.data.item[rows].tolist()))  # noqa: E731
+    assert first == {k: (pair(t.support), pair(t.query)) for k, t in built.items()}  # epoch 0: the built split
+    for epoch in (second, third):
+        assert epoch.keys() == first.keys()
+        for key, (support, query) in epoch.items():
+            assert len(query) == 4 and not set(support) & set(query)
+            assert sorted(support + query) == sorted(first[key][0] + first[key][1])  # the same rows, re-split
+    assert sum(second[k][1] != first[k][1] for k in first) > 0.9 * len(first)
+    assert second != third and training_splits(dm, 2)[1] == second  # seeded by (seed, epoch, task)
+    for stage in ("val", "test"):  # evaluation never re-splits
+        loader = getattr(dm, f"{stage}_dataloader")()
+        loader.batch_sampler.set_epoch(5)
+        keys = {int(k): sorted(q) for b in loader for k, q in zip(b.key.tolist(), _rows(b.query))}
+        tasks = [t for ts in dm.stage_tasks(stage).values() for t in ts]
+        assert keys == {t.key: pair(t.query) for t in tasks}
+
+
+def test_fixed_splits_when_asked_and_under_time_order():
+    from metarec_pl.data.module import MetaDataModule
+
+    world = dict(num_users=60, num_items=50, min_ratings=12, max_ratings=20)
+    fixed = MetaDataModule(dataset_args=world, sampler_args=dict(query_size=4), resample_splits=False)
+    first, second = training_splits(fixed, 2)
+    assert first == second
+    timed = UserTaskSampler(query_size=4, order="time")
+    task = timed.tasks(fixed.data, fixed.data.splits["train"]["train"], 0)[0]
+    assert timed.episode(task, seed=1) is task  # support before query is not a random split

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import ClassVar, Literal, Optional
 
 import torch
@@ -61,12 +62,9 @@ class TaskSampler:
                 support, query = group[: -self.query_size], group[-self.query_size:]
                 if self.max_support is not None:
                     support = support[-self.max_support:]  # the most recent history
+                tasks.append(Task(key, support, query))
             else:
-                group = group[torch.randperm(len(group), generator=gen)]
-                query, support = group[: self.query_size], group[self.query_size:]
-                if self.max_support is not None:
-                    support = support[: self.max_support]
-            tasks.append(Task(key, support, query))
+                tasks.append(Task(key, *self.split(group, gen), pool=group))
         if dropped:
             log.info("%s: dropped %d of %d %ss with fewer than %d rows", name or "sampler", dropped, len(uniq),
                      self.group_by, self.query_size + self.min_support)
@@ -74,6 +72,20 @@ class TaskSampler:
             raise DataError(f"{name or 'task sampler'}: no {self.group_by} has the {self.query_size + self.min_support}"
                             f" rows a task needs (query_size={self.query_size}, min_support={self.min_support})")
         return tasks
+
+    def split(self, group: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """A random (support, query) split of a group's rows: ``query_size`` rows judge, the rest adapt."""
+        group = group[torch.randperm(len(group), generator=generator)]
+        query, support = group[: self.query_size], group[self.query_size:]
+        return (support if self.max_support is None else support[: self.max_support]), query
+
+    def episode(self, task: Task, seed: int) -> Task:
+        """The same task with a new split drawn from its rows (seeded by ``seed``); a task without a ``pool``
+        (``order="time"``: support before query) is returned as it is."""
+        if task.pool is None:
+            return task
+        support, query = self.split(task.pool, torch.Generator().manual_seed(seed))
+        return replace(task, support=support, query=query)
 
 
 class UserTaskSampler(TaskSampler):

@@ -8,7 +8,7 @@ from typing import Any, Optional, Sequence, Union
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from metarec_pl import plugins
 from metarec_pl.data.candidates import CandidateCollator, check_pool_size, draw_pools
@@ -30,12 +30,13 @@ class ScenarioBatchSampler(Sampler[list[int]]):
     """
 
     def __init__(self, tasks: list[Task], batch_size: int, shuffle: bool, generator: torch.Generator,
-                 num_replicas: Optional[int] = None, rank: Optional[int] = None) -> None:
+                 num_replicas: Optional[int] = None, rank: Optional[int] = None, with_epoch: bool = False) -> None:
         if (num_replicas is None) != (rank is None) or (num_replicas is not None and not 0 <= rank < num_replicas):
             raise ValueError(f"ScenarioBatchSampler: need both num_replicas and rank with 0 <= rank < num_replicas, "
                              f"got num_replicas={num_replicas}, rank={rank}")
         self.batch_size, self.shuffle, self.generator = batch_size, shuffle, generator
         self.num_replicas, self.rank = num_replicas, rank
+        self.with_epoch = with_epoch  # yield (task index, epoch) pairs, for ``Episodes``
         self.seed, self.epoch = generator.initial_seed(), 0
         self.start = 0  # batches of the next epoch to skip (set when a fit resumes mid-epoch)
         self.groups: dict[str, list[int]] = {}
@@ -66,6 +67,8 @@ class ScenarioBatchSampler(Sampler[list[int]]):
         replicas, rank = self.replicas()
         if replicas > 1:
             batches = [b[rank::replicas] for b in batches if self._kept(len(b))]
+        if self.with_epoch:
+            batches = [[(i, self.epoch) for i in b] for b in batches]
         start, self.start = self.start, 0
         return iter(batches[start:])
 
@@ -84,6 +87,26 @@ class ScenarioBatchSampler(Sampler[list[int]]):
         sizes = [min(self.batch_size, len(idx) - i) for idx in self.groups.values()
                  for i in range(0, len(idx), self.batch_size)]
         return sum(self._kept(n) for n in sizes) if self.replicas()[0] > 1 else len(sizes)
+
+
+class Episodes(Dataset):
+    """Training tasks whose support/query split is drawn anew every epoch (episodic training).
+
+    Index ``(i, epoch)`` gives task ``i`` split by a generator seeded from (seed, epoch, i); epoch 0 keeps the
+    split drawn at construction.  The epoch travels with the index (``ScenarioBatchSampler(with_epoch=True)``),
+    so worker processes, every DDP rank and a resumed fit draw the same splits.
+    """
+
+    def __init__(self, tasks: list[Task], sampler: Any, seed: int) -> None:
+        self.tasks, self.sampler, self.seed = tasks, sampler, seed
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def __getitem__(self, index: tuple[int, int]) -> Task:
+        i, epoch = index
+        task = self.tasks[i]
+        return task if epoch == 0 else self.sampler.episode(task, hash((self.seed, epoch, i)))
 
 
 class MetaDataModule(L.LightningDataModule):
@@ -105,6 +128,9 @@ class MetaDataModule(L.LightningDataModule):
             catalogue (see ``metarec_pl/predict_io.py``); ``None``: predict ranks the test tasks' query items.
         id_features: add the ids of these sides (``["item"]``, ``["user", "item"]``) as categorical fields, so
             the network learns a vector per training item (user); unseen ids stay neutral (zero vectors).
+        resample_splits: draw each training task's support/query split anew every epoch (``order: random``;
+            a ``time`` split is fixed by the timestamps).  ``False``: every epoch reuses the first split, so the
+            outer loss sees the same ``query_size`` ratings of each user every time.
     """
 
     def __init__(self, dataset: str = "synthetic", root: Optional[str] = None,
@@ -112,7 +138,7 @@ class MetaDataModule(L.LightningDataModule):
                  sampler_args: Optional[dict[str, Any]] = None, tasks_per_batch: int = 32,
                  eval_tasks_per_batch: Optional[int] = None, num_workers: int = 0, seed: int = 0,
                  candidates: Optional[Union[int, str]] = None, predict_file: Optional[str] = None,
-                 id_features: Sequence[str] = ()) -> None:
+                 id_features: Sequence[str] = (), resample_splits: bool = True) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.predict_users: Optional[list] = None  # the NewUsers read from predict_file, by task key
@@ -173,9 +199,11 @@ class MetaDataModule(L.LightningDataModule):
         """One loader over every scenario of ``stage``; each batch holds tasks of one scenario only."""
         tasks = [t for scenario_tasks in self.stage_tasks(stage).values() for t in scenario_tasks]
         gen = torch.Generator().manual_seed(self.hparams.seed)
-        sampler = ScenarioBatchSampler(tasks, batch, shuffle, gen)
+        episodic = stage == "train" and self.hparams.resample_splits
+        sampler = ScenarioBatchSampler(tasks, batch, shuffle, gen, with_epoch=episodic)
         collate = self._candidate_collator(stage) if stage == "test" and self.hparams.candidates else None
-        return ResumableDataLoader(tasks, batch_sampler=sampler, collate_fn=collate or TaskCollator(self.data),
+        dataset = Episodes(tasks, self.sampler, self.hparams.seed) if episodic else tasks
+        return ResumableDataLoader(dataset, batch_sampler=sampler, collate_fn=collate or TaskCollator(self.data),
                           num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0)
 
     def _candidate_collator(self, stage: str) -> CandidateCollator:

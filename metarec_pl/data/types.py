@@ -104,6 +104,7 @@ class Task:
     support: Tensor  # row indices
     query: Tensor  # row indices
     scenario: str = "default"  # e.g. "user-cold"; a batch never mixes scenarios
+    pool: Optional[Tensor] = None  # every row of the group, when the sampler may draw another split of it
 
 
 @dataclass
