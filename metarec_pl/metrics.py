@@ -10,6 +10,11 @@ Top-k over a candidate pool (when the batch carries ``TaskBatch.candidate``, see
 task's query positives (rating >= ``like_threshold``) are ranked among its candidate items (never rated by that
 user); query items below the threshold are left out.  ``pool/precision@k``, ``pool/recall@k``, ``pool/hit@k``,
 ``pool/ndcg@k`` (binary relevance), averaged over tasks with at least one positive; adapted predictions only.
+
+Per-task metrics (nDCG, the ``pool/`` ones) are computed once, per scenario: torchmetrics' retrieval classes
+evaluate each task in a Python loop, which dominated evaluation time.  Their pooled values are the task-weighted
+means of the scenarios' values (a task belongs to one scenario), with the task counts kept in ``SumMetric``s so
+they are synchronised across processes like every other state.
 """
 
 from __future__ import annotations
@@ -19,9 +24,11 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
+from torchmetrics.aggregation import SumMetric
 from torchmetrics.classification import BinaryAccuracy, BinaryRecall
 from torchmetrics.retrieval import (RetrievalHitRate, RetrievalNormalizedDCG, RetrievalPrecision,
                                     RetrievalRecall)
+from torchmetrics.retrieval.base import RetrievalMetric
 
 from metarec_pl.data.types import TaskBatch
 
@@ -42,19 +49,34 @@ class RatingMetrics(nn.Module):
         super().__init__()
         self.ndcg_k = tuple(ndcg_k)
         self.top_k, self.like_threshold = tuple(top_k), like_threshold
-        self.sets = nn.ModuleDict()  # "stage|scenario|adapted" -> MetricCollection, created on first use
+        self.sets = nn.ModuleDict()  # "stage|scenario|kind" -> MetricCollection, created on first use
+        self.task_counts = nn.ModuleDict()  # the same key -> SumMetric: the tasks its per-task metrics average over
         self.scenario_ids: dict[str, int] = {}
 
-    def _collection(self, stage: str, scenario: str, zero_shot: bool, device: torch.device) -> MetricCollection:
-        key = f"{stage}|{scenario}|{'zero_shot' if zero_shot else 'adapted'}"
+    def _collection(self, stage: str, scenario: str, kind: str, device: torch.device) -> tuple[str, MetricCollection]:
+        """(key, collection) of ``kind`` ``adapted``/``zero_shot`` (query metrics) or ``pool`` (top-k)."""
+        key = f"{stage}|{scenario}|{kind}"
         if key not in self.sets:
-            metrics = {"mae": MeanAbsoluteError(), "rmse": MeanSquaredError(squared=False)}
-            metrics.update({f"ndcg@{k}": RetrievalNormalizedDCG(top_k=k) for k in self.ndcg_k})
-            metrics.update({"like_acc": BinaryAccuracy(), "like_recall": BinaryRecall()})
-            prefix = f"{stage}/" if scenario == POOLED else f"{stage}/{scenario}/"
-            collection = MetricCollection(metrics, prefix=prefix, postfix="_zero_shot" if zero_shot else None)
-            self.sets[key] = collection.to(device)
-        return self.sets[key]
+            per_task: dict[str, RetrievalMetric] = {}
+            if kind == "pool":
+                skip = dict(empty_target_action="skip")
+                for k in self.top_k:
+                    per_task.update({f"precision@{k}": RetrievalPrecision(top_k=k, **skip),
+                                     f"recall@{k}": RetrievalRecall(top_k=k, **skip),
+                                     f"hit@{k}": RetrievalHitRate(top_k=k, **skip),
+                                     f"ndcg@{k}": RetrievalNormalizedDCG(top_k=k, **skip)})
+                metrics, prefix = per_task, f"{stage}/{scenario}/pool/"
+            else:
+                if scenario != POOLED:  # pooled per-task metrics are derived in ``compute``
+                    per_task = {f"ndcg@{k}": RetrievalNormalizedDCG(top_k=k) for k in self.ndcg_k}
+                metrics = {"mae": MeanAbsoluteError(), "rmse": MeanSquaredError(squared=False), **per_task,
+                           "like_acc": BinaryAccuracy(), "like_recall": BinaryRecall()}
+                prefix = f"{stage}/" if scenario == POOLED else f"{stage}/{scenario}/"
+            postfix = "_zero_shot" if kind == "zero_shot" else None
+            self.sets[key] = MetricCollection(metrics, prefix=prefix, postfix=postfix).to(device)
+            if per_task:
+                self.task_counts[key] = SumMetric().to(device)
+        return key, self.sets[key]
 
     def update(self, stage: str, scenario: str, pred: Tensor, batch: TaskBatch, zero_shot: bool = False) -> None:
         """Add one batch of query predictions [tasks, query] (padding removed by the query mask)."""
@@ -64,50 +86,54 @@ class RatingMetrics(nn.Module):
         pred, target = pred.float()[real], batch.query.rating[real]
         tasks = (batch.key * 1024 + sid)[:, None].expand_as(real)[real]
         for name in (POOLED, scenario):
-            collection = self._collection(stage, name, zero_shot, pred.device)
-            for metric_name, metric in collection.items(keep_base=True):
-                if isinstance(metric, RetrievalNormalizedDCG):
+            key, collection = self._collection(stage, name, "zero_shot" if zero_shot else "adapted", pred.device)
+            for metric in collection.values():
+                if isinstance(metric, RetrievalMetric):
                     metric.update(break_ties(pred), target.long(), indexes=tasks)
                 elif isinstance(metric, (BinaryAccuracy, BinaryRecall)):
                     metric.update((pred >= self.like_threshold).long(), (target >= self.like_threshold).long())
                 else:
                     metric.update(pred, target)
+            if key in self.task_counts:
+                self.task_counts[key].update(real.any(1).sum().float())
         if batch.candidate is not None and not zero_shot:
             self._update_pool(stage, scenario, pred_all, batch, sid)
-
-    def _pool_collection(self, stage: str, scenario: str, device: torch.device) -> MetricCollection:
-        key = f"{stage}|{scenario}|pool"
-        if key not in self.sets:
-            skip = dict(empty_target_action="skip")
-            metrics = {}
-            for k in self.top_k:
-                metrics.update({f"precision@{k}": RetrievalPrecision(top_k=k, **skip),
-                                f"recall@{k}": RetrievalRecall(top_k=k, **skip),
-                                f"hit@{k}": RetrievalHitRate(top_k=k, **skip),
-                                f"ndcg@{k}": RetrievalNormalizedDCG(top_k=k, **skip)})
-            prefix = f"{stage}/pool/" if scenario == POOLED else f"{stage}/{scenario}/pool/"
-            self.sets[key] = MetricCollection(metrics, prefix=prefix).to(device)
-        return self.sets[key]
 
     def _update_pool(self, stage: str, scenario: str, pred: Tensor, batch: TaskBatch, sid: int) -> None:
         """Rank each task's query positives among its candidates (other query items are left out)."""
         positive = (batch.query.mask > 0) & (batch.query.rating >= self.like_threshold)
         keep = positive | batch.candidate
         tasks = (batch.key * 1024 + sid)[:, None].expand_as(keep)[keep]
-        for name in (POOLED, scenario):
-            self._pool_collection(stage, name, pred.device).update(break_ties(pred[keep]), positive[keep].long(),
-                                                                   indexes=tasks)
+        key, collection = self._collection(stage, scenario, "pool", pred.device)
+        collection.update(break_ties(pred[keep]), positive[keep].long(), indexes=tasks)
+        self.task_counts[key].update(positive.any(1).sum().float())  # tasks without a positive are skipped
 
     def clear(self, stage: str) -> None:
         """Drop the collections of ``stage``; the next update creates them afresh."""
         for key in [k for k in self.sets if k.startswith(stage + "|")]:
             del self.sets[key]
+            if key in self.task_counts:
+                del self.task_counts[key]
 
     def compute(self, stage: str) -> dict[str, float]:
-        """All metrics of ``stage`` (synchronised across processes by torchmetrics), then reset them."""
+        """All metrics of ``stage`` (synchronised across processes by torchmetrics), then reset them.  A pooled
+        per-task metric is the mean of the scenarios' values weighted by their task counts."""
         out: dict[str, float] = {}
+        pooled: dict[str, list[float]] = {}  # pooled name -> [sum of count * value, sum of counts]
         for key, collection in self.sets.items():
-            if key.startswith(stage + "|"):
-                out.update({k: float(v) for k, v in collection.compute().items()})
-                collection.reset()
+            if not key.startswith(stage + "|"):
+                continue
+            values = {k: float(v) for k, v in collection.compute().items()}
+            out.update(values)
+            if key in self.task_counts:
+                scenario, count = key.split("|")[1], float(self.task_counts[key].compute())
+                for base, metric in collection.items(keep_base=True):
+                    if isinstance(metric, RetrievalMetric):
+                        name = f"{collection.prefix}{base}{collection.postfix or ''}"
+                        total = pooled.setdefault(name.replace(f"/{scenario}/", "/", 1), [0.0, 0.0])
+                        total[0] += count * values[name]
+                        total[1] += count
+                self.task_counts[key].reset()
+            collection.reset()
+        out.update({name: (weighted / n if n else 0.0) for name, (weighted, n) in pooled.items()})
         return out

@@ -57,6 +57,33 @@ def test_pooled_metrics_aggregate_scenarios_and_scenarios_stay_apart():
     assert out["test/mae"] == pytest.approx(10 / 5)  # pooled over all ratings, not the mean of scenarios
 
 
+def test_pooled_per_task_metrics_equal_one_metric_over_every_task():
+    """Pooled nDCG and pool metrics are derived from the scenarios' (computed once each): they must equal
+    torchmetrics run on all tasks together, including tasks a pool metric skips (no positive)."""
+    from torchmetrics.retrieval import RetrievalHitRate, RetrievalNormalizedDCG
+
+    gen = torch.Generator().manual_seed(0)
+    m, every_ndcg, every_hit = RatingMetrics(ndcg_k=(2,), top_k=(2,)), RetrievalNormalizedDCG(top_k=2), \
+        RetrievalHitRate(top_k=2, empty_target_action="skip")
+    for sid, (scenario, tasks) in enumerate([("a", 3), ("b", 5)]):
+        ratings = torch.randint(1, 6, (tasks, 6), generator=gen).float()
+        ratings[:, 4:] = 0  # two candidate slots per task
+        ratings[0, :4] = 2  # a task without a positive: skipped by the pool metrics
+        mask, cand = (ratings > 0).float(), ratings == 0
+        pred = torch.rand(tasks, 6, generator=gen) * 5
+        m.update("test", scenario, pred, batch_of(ratings.tolist(), mask.tolist(), candidate=cand.tolist(),
+                                                  scenario=scenario))
+        index = (torch.arange(tasks) * 1024 + sid)[:, None].expand(tasks, 6)
+        real, positive = mask > 0, (mask > 0) & (ratings >= 4)
+        every_ndcg.update(pred[real], ratings[real].long(), indexes=index[real])
+        keep = positive | cand
+        every_hit.update(pred[keep], positive[keep].long(), indexes=index[keep])
+    out = m.compute("test")
+    assert out["test/ndcg@2"] == pytest.approx(float(every_ndcg.compute()), abs=1e-6)
+    assert out["test/pool/hit@2"] == pytest.approx(float(every_hit.compute()), abs=1e-6)
+    assert out["test/ndcg@2"] != pytest.approx((out["test/a/ndcg@2"] + out["test/b/ndcg@2"]) / 2)  # weighted
+
+
 def test_top_k_over_candidates_matches_hand_computed_values():
     # task 0: query [5 (pos), 2 (neg, left out)] + 3 candidates; task 1: query [4 (pos), 4 (pos)] + 2 candidates
     ratings = [[5, 2, 0, 0, 0], [4, 4, 0, 0, 0]]
