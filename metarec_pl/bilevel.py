@@ -74,8 +74,16 @@ def _adapt_tasks(model: nn.Module, algorithm: Algorithm, batch: TaskBatch, steps
     ``torch.autograd.grad`` of the summed support losses gives every task's gradient at once, since tasks share
     no computation.  An ``nn.Sequential`` of ``nn.Linear`` layers and parameter-free modules (the MLP head of
     the built-in models) runs as batched matrix products; any other network runs under ``vmap``.
-    When only ``head.*`` parameters adapt, the encoder runs once per task instead of once per step.
+    When only ``head.*`` parameters adapt, the encoder runs once per task instead of once per step; with no
+    inner steps (``none``, evaluation with ``eval_inner_steps: 0``) the network runs once on the whole batch.
     """
+    s, q = batch.support, batch.query
+    if steps == 0 and not algorithm.needs_fast_weights:  # nothing adapts: the shared weights serve every task
+        pred = model(q.features)
+        out = {"query_pred": pred, "query_loss": masked_mse(pred, q.rating, q.mask)}
+        if algorithm.needs_support_loss:
+            out["support_loss"] = masked_mse(model(s.features), s.rating, s.mask)
+        return AdaptResult(**out)
     params = dict(model.named_parameters())
     fixed = {**{n: p for n, p in params.items() if n not in algorithm.adapted_names}, **dict(model.named_buffers())}
     tasks = len(batch)
@@ -99,7 +107,6 @@ def _adapt_tasks(model: nn.Module, algorithm: Algorithm, batch: TaskBatch, steps
             out = vmap(call, randomness="different")(weights, x)
         return model.decode(out) if head_only else out
 
-    s, q = batch.support, batch.query
     device = s.mask.device.type
     fp16 = torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.float16
     tracked = torch.is_grad_enabled()
@@ -221,6 +228,12 @@ class MetaLearner(L.LightningModule):
         sampler = getattr(getattr(self._trainer, "datamodule", None), "sampler", None)
         kind = getattr(sampler, "group_by", "task")
         raise divergence.DivergenceError(divergence.message(self.hparams.algorithm, where, batch, bad, kind))
+
+    def on_train_batch_start(self, batch: TaskBatch, batch_idx: int) -> None:
+        """The network records the feature values it trains on (``RatingModel.observe``)."""
+        if isinstance(self.network, RatingModel):
+            self.network.observe(batch.support.features)
+            self.network.observe(batch.query.features)
 
     def training_step(self, batch: TaskBatch, batch_idx: int) -> Optional[Tensor]:
         result = self.adapt(batch, self.algorithm.inner_steps, create_graph=not self.algorithm.first_order)

@@ -1,8 +1,10 @@
-"""``FieldEmbedder`` on broadcast inputs (a catalogue scored for many users) equals it on materialised inputs."""
+"""``FieldEmbedder``: broadcast inputs (a catalogue scored for many users) give what materialised inputs give, and
+feature values never seen in training stay neutral at evaluation."""
 
 import torch
 
 from metarec_pl.data.types import with_id_features
+from metarec_pl.models.base import FieldEmbedder
 from metarec_pl.models.melu import MeLUNet
 
 
@@ -38,3 +40,58 @@ def test_project_dense_maps_each_dense_field_to_the_embedding_width(tiny_world):
         assert torch.allclose(out, projected.encoder.projections["item_text"](feats["item_text"]))
     finally:
         del data.item_features["item_text"]
+
+
+def test_values_never_observed_in_training_are_neutral_at_evaluation(tiny_world):
+    """An actor seen only in cold movies must not bring its random initial vector into a prediction."""
+    _, data = tiny_world
+    torch.manual_seed(0)
+    enc = FieldEmbedder(data.schema, 4)
+    fields = {f.key: f for f in data.schema}
+    decade, genre = fields["item_decade"], fields["item_genre"]
+    seen_items = torch.arange(0, 5)
+    enc.observe(data.features(torch.zeros_like(seen_items), seen_items))
+    seen_decades = set(data.item_features["item_decade"][seen_items].tolist())
+    seen_genres = set(data.item_features["item_genre"][seen_items].flatten().tolist()) - {0}
+    # an item whose decade was never observed, and one with a mix of observed and unobserved genres
+    decades = set(range(decade.size)) - seen_decades
+    genres = set(range(1, genre.size)) - seen_genres
+    assert decades and genres, "the fixture must leave some values unobserved"
+    feats = data.features(torch.zeros(2, dtype=torch.long), torch.tensor([0, 1]))
+    feats["item_decade"] = torch.tensor([min(decades), min(seen_decades)])
+    feats["item_genre"] = torch.tensor([[min(genres), min(seen_genres)], [min(seen_genres), 0]])
+    start = sum(4 if f.kind != "dense" else f.size for f in data.schema[:data.schema.index(decade)])
+    gstart = sum(4 if f.kind != "dense" else f.size for f in data.schema[:data.schema.index(genre)])
+    trained = enc(feats)  # training mode: nothing is masked
+    assert torch.equal(trained[0, start:start + 4], enc.tables["item_decade"].weight[min(decades)])
+    enc.eval()
+    out = enc(feats)
+    assert torch.all(out[0, start:start + 4] == 0)  # unobserved decade: zero vector
+    assert torch.equal(out[1, start:start + 4], enc.tables["item_decade"].weight[min(seen_decades)])
+    known = enc.tables["item_genre"].weight[min(seen_genres)]
+    torch.testing.assert_close(out[0, gstart:gstart + 4], known)  # the mean over the observed genre only
+    torch.testing.assert_close(out[1, gstart:gstart + 4], known)
+    fresh = FieldEmbedder(data.schema, 4).eval()  # nothing observed yet: nothing masked
+    assert torch.count_nonzero(fresh(feats)[0, start:start + 4]) == 4
+
+
+def test_training_observes_exactly_the_training_values():
+    import lightning as L
+
+    from metarec_pl import MetaLearner
+    from metarec_pl.data.module import MetaDataModule
+
+    dm = MetaDataModule(dataset_args=dict(num_users=60, num_items=50, min_ratings=15, max_ratings=25),
+                        sampler_args=dict(query_size=4, min_support=2), tasks_per_batch=8)
+    module = MetaLearner(algorithm="maml", adapt=["head.*"], inner_steps=1, schema=dm.schema,
+                         rating_mean=dm.rating_mean, network_args=dict(embedding_dim=4, hidden=[8]))
+    L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False, limit_val_batches=0).fit(module, dm)
+    enc, data = module.network.encoder, dm.data
+    rows = torch.cat([torch.cat([t.support, t.query]) for t in dm.stage_tasks("train")["train"]])
+    feats = data.features(data.user[rows], data.item[rows])
+    for key, offset in enc.offsets.items():
+        size = enc.tables[key].num_embeddings
+        expected = torch.zeros(size, dtype=torch.bool)
+        expected[feats[key].unique()] = True
+        assert torch.equal(enc.seen[offset:offset + size], expected), key

@@ -2,6 +2,8 @@
 from a task's support get no weight, implicit feedback and item-as-task work, checkpoints name their plugin, and on
 the embedded world they learn (compared with `bias` and a user-mean-of-support predictor on the same tasks)."""
 
+import functools
+
 import lightning as L
 import pytest
 import torch
@@ -146,6 +148,10 @@ def test_item_as_task(data):
 # --- learning on the embedded world: the same tasks, the same protocol, the same trainer -------------------------
 
 WORLD = dict(num_users=300, num_items=150, min_ratings=20, max_ratings=50)
+# Chosen on worlds with seeds 1-3 (never on this world, seed 0), where it put protonet and matchingnet `residual`
+# ahead of `bias` on new users on average (docs/algorithms.md): item ids as features (what `bias` knows too),
+# a new support/query split every epoch, AdamW with weight decay 1.0, 150 epochs.
+EPOCHS, OPTIMIZER = 150, functools.partial(torch.optim.AdamW, lr=1e-3, weight_decay=1.0)
 
 
 def user_mean_mae(dm: MetaDataModule, scenario: str) -> float:
@@ -162,11 +168,14 @@ def results():
     for name, args in [("bias", {}), ("protonet", {}), ("matchingnet", {}), ("matchingnet", {"residual": True})]:
         L.seed_everything(0)
         dm = MetaDataModule(dataset_args=WORLD, sampler_args=dict(query_size=10, min_support=3), tasks_per_batch=32,
-                            eval_tasks_per_batch=128)
+                            eval_tasks_per_batch=128, id_features=["item"])
         module = MetaLearner(algorithm=name, algorithm_args=args, network_args=dict(embedding_dim=16),
                              schema=dm.schema, rating_mean=dm.rating_mean, num_users=dm.data.num_users,
-                             num_items=dm.data.num_items)
-        trainer = fit(module, dm, 1 if name == "bias" else 5)
+                             num_items=dm.data.num_items, optimizer=OPTIMIZER)
+        trainer = L.Trainer(max_epochs=1 if name == "bias" else EPOCHS, logger=False, enable_checkpointing=False,
+                            enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                            num_sanity_val_steps=0)
+        trainer.fit(module, dm)
         out[name + ("-residual" if args else "")] = trainer.test(module, dm, verbose=False)[0]
     out["user-mean"] = {"test/user-cold/mae": user_mean_mae(dm, "user-cold")}
     print({name: {k: round(v, 4) for k, v in r.items() if k.endswith("/mae")} for name, r in out.items()})
@@ -178,8 +187,12 @@ def test_learner_beats_the_user_mean_of_its_support(results, name):
     assert results[name]["test/user-cold/mae"] < results["user-mean"]["test/user-cold/mae"] - 0.01
 
 
-@pytest.mark.xfail(strict=True, reason="known gap, see docs/algorithms.md: on user-cold, `bias` knows each warm "
-                   "item's own bias by id; the built-in networks see item features only")
-@pytest.mark.parametrize("name", ["protonet", "matchingnet", "matchingnet-residual"])
-def test_learner_beats_bias_on_new_users(results, name):
+def test_protonet_beats_bias_on_new_users(results):
+    assert results["protonet"]["test/user-cold/mae"] < results["bias"]["test/user-cold/mae"]
+
+
+@pytest.mark.xfail(strict=True, reason="known gap, see docs/algorithms.md: with the setting chosen on other worlds, "
+                   "the attention-weighted support ratings stay behind `bias`'s exact item offsets on this world")
+@pytest.mark.parametrize("name", ["matchingnet", "matchingnet-residual"])
+def test_matchingnet_beats_bias_on_new_users(results, name):
     assert results[name]["test/user-cold/mae"] < results["bias"]["test/user-cold/mae"]

@@ -6,7 +6,7 @@ The split lets the bilevel loop run the encoder once per task when no encoder pa
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -51,6 +51,12 @@ class RatingModel(nn.Module):
         out = head_output.squeeze(-1)
         return out.to(torch.promote_types(out.dtype, self.rating_offset.dtype)) + self.rating_offset
 
+    def observe(self, features: dict[str, Tensor]) -> None:
+        """Record that these (training) samples were seen; ``MetaLearner`` calls it for every training batch.
+        Encoders with vocabularies (``FieldEmbedder``) use it to keep never-trained values neutral."""
+        if hasattr(self.encoder, "observe"):
+            self.encoder.observe(features)
+
 
 def pooled_multi(table: nn.Embedding, ids: Tensor) -> Tensor:
     """Mean of the embeddings of the present ids of a multi-valued field (id 0 is padding)."""
@@ -64,6 +70,11 @@ class FieldEmbedder(nn.Module):
 
     ``id`` fields (``{side}_id``, see ``data.types.with_id_features``) start at zero, so an id never seen in
     training (a cold item) contributes a zero vector rather than noise: only looked-up rows get gradients.
+    Other tables start random (better for training), so a value never seen in training (an actor who appears
+    only in cold movies) would keep its random initial vector, which can throw a cold item's prediction far off
+    the rating scale after a few inner steps.  ``observe`` records the values of the training samples; in eval
+    mode a value never observed contributes nothing (a zero vector; left out of a multi-valued field's mean).
+    Before the first ``observe`` (a network trained outside ``MetaLearner``) nothing is masked.
     ``id_dropout``: in training, each sample's id vectors are zeroed with this probability, so the network also
     learns to predict from content alone, the situation of every cold item (DropoutNet, Volkovs et al. 2017).
     ``project_dense``: map each dense field (e.g. a 384-d text vector) to ``dim`` by a learned linear layer, so it
@@ -85,23 +96,53 @@ class FieldEmbedder(nn.Module):
                 if f.is_id:
                     self.tables[f.key].weight.zero_()
         self.out_dim = sum(dim if f.kind != "dense" or project_dense else f.size for f in self.schema)
+        # one flag per vocabulary value of every table, concatenated; ``offsets`` says where each table starts
+        self.offsets, total = {}, 0
+        for key, table in self.tables.items():
+            self.offsets[key], total = total, total + table.num_embeddings
+        self.register_buffer("seen", torch.zeros(total, dtype=torch.bool))
+
+    @torch.no_grad()
+    def observe(self, features: dict[str, Tensor]) -> None:
+        """Mark the values in ``features`` as seen in training.  Under ``torch.distributed`` the record is the
+        union over all processes (they train in lockstep, each on its share of the batch)."""
+        for key, offset in self.offsets.items():
+            self.seen[offset + features[key].unique()] = True
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            union = self.seen.to(torch.int32)
+            torch.distributed.all_reduce(union, op=torch.distributed.ReduceOp.MAX)
+            self.seen.copy_(union.bool())
+
+    def _known(self, key: str, x: Tensor) -> Optional[Tensor]:
+        """Whether each value of ``x`` was observed; ``None`` in training or before anything was observed."""
+        if self.training or not self.seen.any():
+            return None
+        return self.seen[self.offsets[key] + x]
 
     def forward(self, features: dict[str, Tensor]) -> Tensor:
         parts, dtype = [], next(self.parameters()).dtype if self.tables else torch.get_default_dtype()
         for f in self.schema:
             x = features[f.key]
             if f.kind == "categorical":
-                v = _on_distinct(self.tables[f.key], x, 0)
+                v = _on_distinct(lambda ids, key=f.key: self._lookup(key, ids), x, 0)
                 if f.is_id and self.training and self.id_dropout > 0:
                     v = v * (torch.rand(x.shape, device=v.device) >= self.id_dropout).to(v.dtype)[..., None]
             elif f.kind == "multi":
-                v = _on_distinct(lambda ids, t=self.tables[f.key]: pooled_multi(t, ids), x, 1)
+                v = _on_distinct(lambda ids, key=f.key: self._pooled(key, ids), x, 1)
             elif f.key in self.projections:
                 v = _on_distinct(lambda t, proj=self.projections[f.key]: proj(t.to(dtype)), x, 1)
             else:
                 v = x.to(dtype)
             parts.append(v)
         return torch.cat(parts, dim=-1)
+
+    def _lookup(self, key: str, ids: Tensor) -> Tensor:
+        v, known = self.tables[key](ids), self._known(key, ids)
+        return v if known is None else v * known.to(v.dtype)[..., None]
+
+    def _pooled(self, key: str, ids: Tensor) -> Tensor:
+        known = self._known(key, ids)
+        return pooled_multi(self.tables[key], ids if known is None else torch.where(known, ids, 0))
 
 
 def _on_distinct(embed: Any, x: Tensor, trailing: int) -> Tensor:
