@@ -29,13 +29,14 @@ class RecordKeys(L.Callback):
             json.dump(self.keys, f)
 
 
-def fit(tmp_path, devices: int) -> tuple[dict, MetaLearner]:
+def fit(tmp_path, devices: int, network: str = "mlp") -> tuple[dict, MetaLearner]:
     L.seed_everything(0)
     # 40 users, every one with enough ratings: 28 training tasks, so every batch of 8 (and the last, of 4) splits
     # evenly over 2 ranks and the mean over a batch equals the mean of the ranks' means
     dm = MetaDataModule(dataset_args=dict(num_users=40, num_items=60, min_ratings=14, max_ratings=30),
                         sampler_args=dict(query_size=6, min_support=3), tasks_per_batch=8)
-    module = MetaLearner(algorithm="maml", network="mlp", network_args={"hidden": [16, 8]}, adapt=["*"],
+    network_args = {"hidden": [16, 8]} if network == "mlp" else {"embedding_dim": 4, "hidden": [16, 8]}
+    module = MetaLearner(algorithm="maml", network=network, network_args=network_args, adapt=["*"],
                          inner_steps=2, inner_lr=0.05, optimizer=functools.partial(torch.optim.SGD, lr=0.5),
                          schema=dm.schema, rating_mean=dm.rating_mean)
     initial = {n: p.detach().clone() for n, p in module.named_parameters()}
@@ -48,11 +49,12 @@ def fit(tmp_path, devices: int) -> tuple[dict, MetaLearner]:
     return initial, module
 
 
-def test_two_ddp_ranks_equal_one_process_on_the_same_tasks(tmp_path):
+@pytest.mark.parametrize("network", ["mlp", "melu"])  # melu: embedding tables, and the values seen in training
+def test_two_ddp_ranks_equal_one_process_on_the_same_tasks(tmp_path, network):
     single_dir, ddp_dir = tmp_path / "single", tmp_path / "ddp"
     single_dir.mkdir(), ddp_dir.mkdir()
-    initial, single = fit(single_dir, 1)
-    _, ddp = fit(ddp_dir, 2)
+    initial, single = fit(single_dir, 1, network)
+    _, ddp = fit(ddp_dir, 2, network)
     single_keys = json.loads((single_dir / "rank0.json").read_text())
     rank_keys = [json.loads((ddp_dir / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert len(single_keys) == len(rank_keys[0]) == len(rank_keys[1]) == STEPS
@@ -62,6 +64,9 @@ def test_two_ddp_ranks_equal_one_process_on_the_same_tasks(tmp_path):
     for (name, p), q in zip(single.named_parameters(), ddp.parameters()):
         torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6, msg=name)
     assert max(float((p - initial[n]).abs().max()) for n, p in single.named_parameters()) > 1e-3  # it trained
+    if network == "melu":  # each rank recorded its share; the union is what one process records
+        assert single.network.encoder.seen.any()
+        assert torch.equal(ddp.network.encoder.seen, single.network.encoder.seen)
 
 
 def tasks(sizes: dict[str, int]) -> list[Task]:
