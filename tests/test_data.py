@@ -129,3 +129,17 @@ def test_fixed_splits_when_asked_and_under_time_order():
     timed = UserTaskSampler(query_size=4, order="time")
     task = timed.tasks(fixed.data, fixed.data.splits["train"]["train"], 0)[0]
     assert timed.episode(task, seed=1) is task  # support before query is not a random split
+
+
+def test_worker_processes_hand_out_the_same_batches_and_splits():
+    """A DataLoader with workers iterates its batch sampler twice per epoch; the order must not depend on that."""
+    from metarec_pl.data.module import MetaDataModule
+
+    out = []
+    for workers in (0, 1):
+        dm = MetaDataModule(dataset_args=dict(num_users=60, num_items=50, min_ratings=20, max_ratings=30),
+                            sampler_args=dict(query_size=4, min_support=1), tasks_per_batch=8, num_workers=workers)
+        loader = dm.train_dataloader()
+        loader.batch_sampler.set_epoch(3)
+        out.append([(b.key.tolist(), b.query.item.tolist()) for b in loader])
+    assert out[0] == out[1]

@@ -34,11 +34,11 @@ class ScenarioBatchSampler(Sampler[list[int]]):
         if (num_replicas is None) != (rank is None) or (num_replicas is not None and not 0 <= rank < num_replicas):
             raise ValueError(f"ScenarioBatchSampler: need both num_replicas and rank with 0 <= rank < num_replicas, "
                              f"got num_replicas={num_replicas}, rank={rank}")
-        self.batch_size, self.shuffle, self.generator = batch_size, shuffle, generator
+        self.batch_size, self.shuffle = batch_size, shuffle
         self.num_replicas, self.rank = num_replicas, rank
         self.with_epoch = with_epoch  # yield (task index, epoch) pairs, for ``Episodes``
         self.seed, self.epoch = generator.initial_seed(), 0
-        self.start = 0  # batches of the next epoch to skip (set when a fit resumes mid-epoch)
+        self.start = 0  # batches of this epoch to skip (set by ``ResumableDataLoader`` at every epoch's start)
         self.groups: dict[str, list[int]] = {}
         for i, t in enumerate(tasks):
             self.groups.setdefault(t.scenario, []).append(i)
@@ -57,26 +57,26 @@ class ScenarioBatchSampler(Sampler[list[int]]):
         return size >= replicas if self.shuffle else size > rank
 
     def __iter__(self):
+        # a generator of this (seed, epoch) made here: a DataLoader with workers calls ``iter`` twice per epoch
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
         batches = []
         for idx in self.groups.values():
             if self.shuffle:
-                idx = [idx[i] for i in torch.randperm(len(idx), generator=self.generator).tolist()]
+                idx = [idx[i] for i in torch.randperm(len(idx), generator=generator).tolist()]
             batches += [idx[i:i + self.batch_size] for i in range(0, len(idx), self.batch_size)]
         if self.shuffle:
-            batches = [batches[i] for i in torch.randperm(len(batches), generator=self.generator).tolist()]
+            batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
         replicas, rank = self.replicas()
         if replicas > 1:
             batches = [b[rank::replicas] for b in batches if self._kept(len(b))]
         if self.with_epoch:
             batches = [[(i, self.epoch) for i in b] for b in batches]
-        start, self.start = self.start, 0
-        return iter(batches[start:])
+        return iter(batches[self.start:])
 
     def set_epoch(self, epoch: int) -> None:
         """Called by Lightning before each epoch: the order then depends only on (seed, epoch), so a fit resumed
         mid-epoch (``data/resume.py``) sees the same order as an uninterrupted one."""
         self.epoch = epoch
-        self.generator.manual_seed(self.seed + epoch)
 
     @property
     def sampler(self) -> "ScenarioBatchSampler":
