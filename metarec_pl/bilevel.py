@@ -232,8 +232,7 @@ class MetaLearner(L.LightningModule):
     def on_train_batch_start(self, batch: TaskBatch, batch_idx: int) -> None:
         """The network records the feature values it trains on (``RatingModel.observe``)."""
         if isinstance(self.network, RatingModel):
-            self.network.observe(batch.support.features)
-            self.network.observe(batch.query.features)
+            self.network.observe(batch.support.features, batch.query.features)
 
     def training_step(self, batch: TaskBatch, batch_idx: int) -> Optional[Tensor]:
         result = self.adapt(batch, self.algorithm.inner_steps, create_graph=not self.algorithm.first_order)

@@ -6,7 +6,7 @@ The split lets the bilevel loop run the encoder once per task when no encoder pa
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -51,11 +51,11 @@ class RatingModel(nn.Module):
         out = head_output.squeeze(-1)
         return out.to(torch.promote_types(out.dtype, self.rating_offset.dtype)) + self.rating_offset
 
-    def observe(self, features: dict[str, Tensor]) -> None:
+    def observe(self, *features: dict[str, Tensor]) -> None:
         """Record that these (training) samples were seen; ``MetaLearner`` calls it for every training batch.
         Encoders with vocabularies (``FieldEmbedder``) use it to keep never-trained values neutral."""
         if hasattr(self.encoder, "observe"):
-            self.encoder.observe(features)
+            self.encoder.observe(*features)
 
 
 def pooled_multi(table: nn.Embedding, ids: Tensor) -> Tensor:
@@ -103,32 +103,29 @@ class FieldEmbedder(nn.Module):
         self.register_buffer("seen", torch.zeros(total, dtype=torch.bool))
 
     @torch.no_grad()
-    def observe(self, features: dict[str, Tensor]) -> None:
-        """Mark the values in ``features`` as seen in training.  Under ``torch.distributed`` the record is the
-        union over all processes (they train in lockstep, each on its share of the batch)."""
+    def observe(self, *features: dict[str, Tensor]) -> None:
+        """Mark the values in each feature dict as seen in training.  Under ``torch.distributed`` the record is
+        the union over all processes (they train in lockstep, each on its share of the batch): one collective per
+        call, so pass a batch's support and query features together."""
         for key, offset in self.offsets.items():
-            self.seen[offset + features[key].unique()] = True
+            for f in features:
+                self.seen[offset + f[key].unique()] = True
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             union = self.seen.to(torch.int32)
             torch.distributed.all_reduce(union, op=torch.distributed.ReduceOp.MAX)
             self.seen.copy_(union.bool())
 
-    def _known(self, key: str, x: Tensor) -> Optional[Tensor]:
-        """Whether each value of ``x`` was observed; ``None`` in training or before anything was observed."""
-        if self.training or not self.seen.any():
-            return None
-        return self.seen[self.offsets[key] + x]
-
     def forward(self, features: dict[str, Tensor]) -> Tensor:
         parts, dtype = [], next(self.parameters()).dtype if self.tables else torch.get_default_dtype()
+        masked = not self.training and bool(self.seen.any())  # in eval, once something was observed
         for f in self.schema:
             x = features[f.key]
             if f.kind == "categorical":
-                v = _on_distinct(lambda ids, key=f.key: self._lookup(key, ids), x, 0)
+                v = _on_distinct(lambda ids, key=f.key: self._lookup(key, ids, masked), x, 0)
                 if f.is_id and self.training and self.id_dropout > 0:
                     v = v * (torch.rand(x.shape, device=v.device) >= self.id_dropout).to(v.dtype)[..., None]
             elif f.kind == "multi":
-                v = _on_distinct(lambda ids, key=f.key: self._pooled(key, ids), x, 1)
+                v = _on_distinct(lambda ids, key=f.key: self._pooled(key, ids, masked), x, 1)
             elif f.key in self.projections:
                 v = _on_distinct(lambda t, proj=self.projections[f.key]: proj(t.to(dtype)), x, 1)
             else:
@@ -136,13 +133,16 @@ class FieldEmbedder(nn.Module):
             parts.append(v)
         return torch.cat(parts, dim=-1)
 
-    def _lookup(self, key: str, ids: Tensor) -> Tensor:
-        v, known = self.tables[key](ids), self._known(key, ids)
-        return v if known is None else v * known.to(v.dtype)[..., None]
+    def _lookup(self, key: str, ids: Tensor, masked: bool) -> Tensor:
+        """Embeddings of ``ids``; with ``masked``, values never observed give zero vectors."""
+        v = self.tables[key](ids)
+        return v * self.seen[self.offsets[key] + ids].to(v.dtype)[..., None] if masked else v
 
-    def _pooled(self, key: str, ids: Tensor) -> Tensor:
-        known = self._known(key, ids)
-        return pooled_multi(self.tables[key], ids if known is None else torch.where(known, ids, 0))
+    def _pooled(self, key: str, ids: Tensor, masked: bool) -> Tensor:
+        """Mean of the present values; with ``masked``, values never observed count as absent (padding)."""
+        if masked:
+            ids = torch.where(self.seen[self.offsets[key] + ids], ids, 0)
+        return pooled_multi(self.tables[key], ids)
 
 
 def _on_distinct(embed: Any, x: Tensor, trailing: int) -> Tensor:
