@@ -36,10 +36,12 @@ SCENARIOS = ("warm", "user-cold", "item-cold", "user+item-cold")
 PAPER_MAE = {"warm": 0.7567, "user-cold": 0.7854, "item-cold": 0.9275, "user+item-cold": 0.9235}  # MeLU-5
 TARGET_MAE = {"warm": 0.68, "user-cold": 0.67, "item-cold": 0.83, "user+item-cold": 0.83}
 TARGET_NDCG3 = {"warm": 0.91, "user-cold": 0.915, "item-cold": 0.83, "user+item-cold": 0.83}
-META = ("maml", "melu", "fomaml", "metasgd", "anil", "reptile", "protonet", "matchingnet")
+META = ("maml", "melu", "fomaml", "metasgd", "anil", "reptile", "protonet", "matchingnet", "matchingnet-residual",
+        "tanp")
 HEAD = ["head.*"]  # MeLU: the decision layers adapt, the embeddings are meta-learned
 
-# name -> MetaLearner kwargs, epochs, and evaluation-time knobs chosen on the validation users
+# name -> MetaLearner kwargs, epochs, and evaluation-time knobs chosen on the validation users; ``algorithm``
+# when the row's name is not the registered algorithm's (a variant)
 METHODS: dict[str, dict] = {
     "popularity": dict(model={}, epochs=1),
     "bias": dict(model={}, epochs=1,
@@ -58,6 +60,9 @@ METHODS: dict[str, dict] = {
     "reptile": dict(model=dict(adapt=HEAD, inner_steps=5, inner_lr=0.05), epochs=8),
     "protonet": dict(model={}, epochs=8),
     "matchingnet": dict(model={}, epochs=8),
+    "matchingnet-residual": dict(algorithm="matchingnet", model=dict(algorithm_args=dict(residual=True)), epochs=8),
+    # the plugin plugins/metarec-tanp; its attention option was chosen on synthetic worlds (docs/algorithms.md)
+    "tanp": dict(model=dict(algorithm_args=dict(deterministic="attention")), epochs=8),
 }
 # id_dropout: the item-id vector is dropped for half the training samples, so the network also learns to predict
 # from content alone (every cold item's case); chosen on validation users (docs/results.md, "Network")
@@ -117,8 +122,8 @@ def run_select(module: MetaLearner, dm: MetaDataModule, select: dict[str, list])
 def run_one(name: str, seed: int, dm: MetaDataModule, epoch_scale: float, lr: float) -> dict:
     spec = METHODS[name]
     L.seed_everything(seed, verbose=False)
-    module = MetaLearner(algorithm=name, schema=dm.schema, rating_mean=dm.rating_mean, num_users=dm.num_users,
-                         num_items=dm.num_items, optimizer=lambda p: torch.optim.Adam(p, lr=lr),
+    module = MetaLearner(algorithm=spec.get("algorithm", name), schema=dm.schema, rating_mean=dm.rating_mean,
+                         num_users=dm.num_users, num_items=dm.num_items, optimizer=lambda p: torch.optim.Adam(p, lr=lr),
                          **{**COMMON, **spec["model"]})
     epochs = max(1, round(spec["epochs"] * epoch_scale))
     start = time.perf_counter()
@@ -268,11 +273,12 @@ def main() -> None:
             log_to_wandb(args.wandb, saved["results"], saved["meta"])
         return
     registered = {r.name for r in plugins.registrations() if r.kind == "algorithm"}
-    methods = args.methods or [m for m in METHODS if m in registered]
-    unknown = [m for m in methods if m not in METHODS or m not in registered]
+    available = [m for m in METHODS if METHODS[m].get("algorithm", m) in registered]
+    methods = args.methods or available
+    unknown = [m for m in methods if m not in available]
     if unknown:
         sys.exit(f"melu_table: unknown or unregistered method(s) {', '.join(unknown)}; expected some of: "
-                 f"{', '.join(m for m in METHODS if m in registered)}")
+                 f"{', '.join(available)}")
     candidates = args.candidates if args.candidates == "all" else int(args.candidates)
     meta = dict(command="python " + " ".join(sys.argv), when=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                 machine=f"{platform.processor() or platform.machine()}, torch {torch.__version__}",

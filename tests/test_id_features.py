@@ -1,10 +1,11 @@
-"""Ids as features: ``with_id_features`` / ``data.id_features`` and how ``FieldEmbedder`` treats id fields."""
+"""Which fields a model sees: ids as features (``with_id_features`` / ``data.id_features``, and how
+``FieldEmbedder`` treats id fields) and fields left out (``without_features`` / ``data.drop_features``)."""
 
 import pytest
 import torch
 
 from metarec_pl.data.module import MetaDataModule
-from metarec_pl.data.types import DataError, with_id_features
+from metarec_pl.data.types import DataError, with_id_features, without_features
 from metarec_pl.models.base import FieldEmbedder
 from metarec_pl.models.melu import MeLUNet
 
@@ -35,6 +36,31 @@ def test_data_module_option_and_one_line_error():
     assert dm.schema[-1].key == "item_id" and dm.schema[-1].size == dm.num_items + 1
     with pytest.raises(DataError, match="data.id_features: 'item' is not a list of sides"):
         MetaDataModule(dataset="synthetic", id_features="item")
+
+
+def test_without_features_drops_keys_and_whole_sides(tiny_world):
+    _, data = tiny_world
+    keys = [f.key for f in data.schema]
+    out = without_features(data, ("user_age", "item_genre"))
+    assert [f.key for f in out.schema] == [k for k in keys if k not in ("user_age", "item_genre")]
+    assert "user_age" not in out.user_features and "item_genre" not in out.item_features
+    assert "user_age" in data.user_features and len(data.schema) == len(keys)  # input untouched
+    no_user = without_features(data, ("user",))
+    assert all(f.side == "item" for f in no_user.schema) and not no_user.user_features
+    assert no_user.num_users == data.num_users and no_user.splits is data.splits
+    feats = no_user.features(torch.tensor([1, 2]), torch.tensor([3, 4]))
+    assert set(feats) == {f.key for f in no_user.schema}
+
+
+def test_drop_features_option_runs_before_id_features_and_fails_in_one_line():
+    world = dict(num_users=60, num_items=40, min_ratings=10, max_ratings=20, seed=1)
+    dm = MetaDataModule(dataset_args=world, id_features=["user", "item"], drop_features=["user", "item_decade"])
+    assert [f.key for f in dm.schema] == ["item_director", "item_genre", "user_id", "item_id"]
+    with pytest.raises(DataError, match=r"^drop_features: 'user_zip' is neither a side nor a field of this data "
+                                        r"set; expected 'user', 'item' or one of \['user_gender'"):
+        MetaDataModule(dataset_args=world, drop_features=["user_zip"]).schema
+    with pytest.raises(DataError, match="data.drop_features: 'user' is not a list"):
+        MetaDataModule(dataset_args=world, drop_features="user")
 
 
 def test_unseen_ids_stay_zero_and_seen_ids_learn(tiny_world):

@@ -13,7 +13,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from metarec_pl import plugins
 from metarec_pl.data.candidates import CandidateCollator, check_pool_size, draw_pools
 from metarec_pl.data.resume import ResumableDataLoader
-from metarec_pl.data.types import DataError, FeatureSpec, RatingData, Task, TaskCollator, with_id_features
+from metarec_pl.data.types import (DataError, FeatureSpec, RatingData, Task, TaskCollator, with_id_features,
+                                   without_features)
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +132,8 @@ class MetaDataModule(L.LightningDataModule):
         resample_splits: draw each training task's support/query split anew every epoch (``order: random``;
             a ``time`` split is fixed by the timestamps).  ``False``: every epoch reuses the first split, so the
             outer loss sees the same ``query_size`` ratings of each user every time.
+        drop_features: leave these fields out: keys (``["user_zip"]``) or whole sides (``["user"]``); applied
+            before ``id_features``, so ``drop_features: [user]`` with ``id_features: [item]`` keeps item id + content.
     """
 
     def __init__(self, dataset: str = "synthetic", root: Optional[str] = None,
@@ -138,7 +141,8 @@ class MetaDataModule(L.LightningDataModule):
                  sampler_args: Optional[dict[str, Any]] = None, tasks_per_batch: int = 32,
                  eval_tasks_per_batch: Optional[int] = None, num_workers: int = 0, seed: int = 0,
                  candidates: Optional[Union[int, str]] = None, predict_file: Optional[str] = None,
-                 id_features: Sequence[str] = (), resample_splits: bool = True) -> None:
+                 id_features: Sequence[str] = (), resample_splits: bool = True,
+                 drop_features: Sequence[str] = ()) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.predict_users: Optional[list] = None  # the NewUsers read from predict_file, by task key
@@ -147,6 +151,9 @@ class MetaDataModule(L.LightningDataModule):
         if isinstance(id_features, str) or not set(id_features) <= {"user", "item"}:
             raise DataError(f"data.id_features: {id_features!r} is not a list of sides; expected a list of "
                             "'user' and/or 'item'")
+        if isinstance(drop_features, str):
+            raise DataError(f"data.drop_features: {drop_features!r} is not a list; expected a list of field keys "
+                            "(e.g. ['user_zip']) or sides ('user', 'item')")
         dataset_cls, sampler_cls = plugins.get_dataset(dataset), plugins.get_task_sampler(sampler)
         self.dataset = dataset_cls(root=root, **(dataset_args or {}))
         self.sampler = sampler_cls(**(sampler_args or {}))
@@ -161,7 +168,8 @@ class MetaDataModule(L.LightningDataModule):
     @property
     def data(self) -> RatingData:
         if self._data is None:
-            self._data = with_id_features(self.dataset.load(), tuple(self.hparams.id_features))
+            data = without_features(self.dataset.load(), tuple(self.hparams.drop_features))
+            self._data = with_id_features(data, tuple(self.hparams.id_features))
         return self._data
 
     @property

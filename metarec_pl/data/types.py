@@ -77,6 +77,26 @@ class RatingData:
         return out
 
 
+def without_features(data: RatingData, names: "tuple[str, ...] | list[str]") -> RatingData:
+    """``data`` without the fields ``names``: field keys (``user_age``) or a side (``user``: every field of it).
+    For ablations and for learners that should compare only what varies within a task (e.g. the item side when a
+    task is a user: a user's own fields are the same for all of their pairs, and on small data sets they mostly
+    let a network memorise the training users)."""
+    if not names:
+        return data
+    if isinstance(names, str):
+        raise DataError(f"drop_features: {names!r} is not a list; expected a list of field keys or sides")
+    known = [f.key for f in data.schema]
+    for name in names:
+        if name not in ("user", "item") and name not in known:
+            raise DataError(f"drop_features: {name!r} is neither a side nor a field of this data set; "
+                            f"expected 'user', 'item' or one of {known}")
+    dropped = {f.key for f in data.schema if f.key in names or f.side in names}
+    return replace(data, schema=[f for f in data.schema if f.key not in dropped],
+                   user_features={k: v for k, v in data.user_features.items() if k not in dropped},
+                   item_features={k: v for k, v in data.item_features.items() if k not in dropped})
+
+
 def with_id_features(data: RatingData, sides: "tuple[str, ...] | list[str]") -> RatingData:
     """``data`` plus the user and/or item ids themselves as categorical fields (``{side}_id``, values 1..n;
     0 is left for "unknown").  Models embed them like any field, which gives a network a per-item (per-user)
