@@ -136,13 +136,27 @@ def test_checkpoint_of_a_missing_plugin_names_its_distribution(tmp_path):
     assert str(err.value).endswith("pip install my-proto-dist") and "\n" not in str(err.value)
 
 
-def test_item_as_task(data):
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_item_as_task_under_each_precision(data, precision):
     dm = MetaDataModule(dataset_args=dict(num_users=80, num_items=30, min_ratings=10, max_ratings=20),
                         sampler="item", sampler_args=dict(query_size=5), tasks_per_batch=8)
-    for name in ("protonet", "matchingnet"):
-        module = MetaLearner(algorithm=name, schema=dm.schema, rating_mean=dm.rating_mean)
-        trainer = fit(module, dm, 1, limit_train_batches=2)
-        assert torch.isfinite(torch.tensor(trainer.callback_metrics["val/mae"].item()))
+    for name, args in LEARNERS:
+        module = MetaLearner(algorithm=name, algorithm_args=args, schema=dm.schema, rating_mean=dm.rating_mean)
+        trainer = fit(module, dm, 1, limit_train_batches=2, precision=precision)
+        assert torch.isfinite(torch.tensor(trainer.callback_metrics["val/mae"].item())), (name, args)
+
+
+@pytest.mark.parametrize("name,args", LEARNERS)
+def test_bf16_autocast_predictions_stay_close_to_float32(data, name, args):
+    """Distances and attention run in float32 under autocast (``full_precision``); the encoder and projection in
+    bf16 (8 mantissa bits), so predictions move by a few hundredths of a rating at most."""
+    module, batch = learner(data, name, args), tiny_batch(data, support_sizes=(2, 5, 9))
+    with torch.no_grad():
+        full = module.adapt(batch).query_pred
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = module.adapt(batch).query_pred
+    assert mixed.dtype == torch.float32 and mixed.isfinite().all()
+    torch.testing.assert_close(mixed, full, atol=0.05, rtol=0)
 
 
 # --- learning on the embedded world: the same tasks, the same protocol, the same trainer -------------------------

@@ -82,6 +82,21 @@ def test_implicit_feedback(tanp):
     assert result.query_pred.isfinite().all() and result.kl is None
 
 
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_item_as_task_through_the_trainer_under_each_precision(tanp, precision):
+    from metarec_pl.data.module import MetaDataModule
+
+    dm = MetaDataModule(dataset_args=dict(num_users=80, num_items=30, min_ratings=10, max_ratings=20),
+                        sampler="item", sampler_args=dict(query_size=5), tasks_per_batch=8)
+    for deterministic in ("mean", "attention"):
+        learner = MetaLearner(algorithm=tanp, algorithm_args={"deterministic": deterministic}, schema=dm.schema,
+                              rating_mean=dm.rating_mean)
+        trainer = L.Trainer(max_epochs=1, limit_train_batches=2, precision=precision, logger=False,
+                            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+        trainer.fit(learner, dm)
+        assert torch.isfinite(torch.tensor(trainer.callback_metrics["val/mae"].item())), deterministic
+
+
 def test_bad_options_fail_in_one_line(tanp):
     with pytest.raises(ValueError, match=r"^tanp: need hidden >= 1, latent >= 1, kl_weight >= 0; got 0, 32, 0.1$"):
         module(tanp, tiny_data(), hidden=0)
