@@ -15,9 +15,9 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import itertools
-import multiprocessing
 import json
 import logging
+import multiprocessing
 import os
 import platform
 import statistics
@@ -166,7 +166,8 @@ def render(results: list[dict], meta: dict) -> str:
              "MeLU's warm users (13–100 ratings) split 80/10/10 into training / validation / held-out warm users; "
              "test scenarios `warm` (held-out warm users), `user-cold`, `item-cold`, `user+item-cold` (MeLU's "
              "state files). Tasks: 10 random query ratings per user, the rest (≥ 3) support; training users get a "
-             "new random split every epoch (episodic training). Every evaluation-time knob (`bias` shrinkage, `mf-foldin` ridge, `finetune` step size) was chosen on the "
+             "new random split every epoch (episodic training). Every evaluation-time knob (`bias` shrinkage, "
+             "`mf-foldin` ridge, `finetune` step size) was chosen on the "
              "validation users; nothing was tuned on test users. Training hyper-parameters are fixed, not tuned "
              "(see `benchmarks/melu_table.py`). Network for all neural methods: MeLU's (32-d field embeddings, "
              "decision layers 64×64) plus a 32-d item-id embedding (`data.id_features: [item]`; zero for items "
@@ -176,8 +177,8 @@ def render(results: list[dict], meta: dict) -> str:
              "= rating); `like acc` = accuracy of (prediction ≥ 4) vs (rating ≥ 4); `hit@10`/`nDCG@10 (pool)`: "
              "each user's query positives (rating ≥ 4) ranked among 100 sampled items that user never rated "
              "(drawn from the scenario's items). Mean ± std over seeds. `train s`: wall-clock fit time on "
-             f"{meta['threads']} CPU thread(s)" + (f", {meta['jobs']} methods running side by side" if meta.get("jobs", 1) > 1
-                                                 else "") + ".", ""]
+             f"{meta['threads']} CPU thread(s)"
+             + (f", {meta['jobs']} methods running side by side" if meta.get("jobs", 1) > 1 else "") + ".", ""]
     for sc in SCENARIOS:
         lines += [f"## {sc}", "",
                   "| method | MAE | MeLU-5 paper MAE | RMSE | nDCG@1 | nDCG@3 | nDCG@5 | like acc | hit@10 (pool) "
@@ -203,8 +204,8 @@ def render(results: list[dict], meta: dict) -> str:
     total = sum(r["train_s"] + r["test_s"] for r in results) / max(1, len(seeds))
     wall = meta.get("wall_s")
     timing = (f"Wall-clock time per seed (all methods, {meta['jobs']} at a time, {meta['threads']} thread(s) each): "
-              f"{', '.join(f'seed {k}: {v:.0f} s' for k, v in wall.items())} (budget: 600 s on 2 cores); the sum of the "
-              f"methods' fit + test times is {total:.0f} s per seed." if wall else
+              f"{', '.join(f'seed {k}: {v:.0f} s' for k, v in wall.items())} (budget: 600 s on 2 cores); the sum of "
+              f"the methods' fit + test times is {total:.0f} s per seed." if wall else
               f"Total fit + test time per seed: {total:.0f} s (budget: 600 s on 2 cores).")
     lines += ["", timing, "",
               "## More results", "", "- MAE versus support size K: [results_mae_vs_k.md](results_mae_vs_k.md) "
@@ -282,7 +283,8 @@ def main() -> None:
     candidates = args.candidates if args.candidates == "all" else int(args.candidates)
     meta = dict(command="python " + " ".join(sys.argv), when=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                 machine=f"{platform.processor() or platform.machine()}, torch {torch.__version__}",
-                load=" ".join(f"{x:.2f}" for x in os.getloadavg()), threads=args.threads, jobs=args.jobs, note=args.note)
+                load=" ".join(f"{x:.2f}" for x in os.getloadavg()), threads=args.threads, jobs=args.jobs,
+                note=args.note)
     results, meta["wall_s"] = [], {}
     with concurrent.futures.ProcessPoolExecutor(args.jobs, multiprocessing.get_context("spawn"), initializer=setup,
                                                 initargs=(args.threads,)) as pool:

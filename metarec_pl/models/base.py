@@ -109,7 +109,7 @@ class FieldEmbedder(nn.Module):
         call, so pass a batch's support and query features together."""
         for key, offset in self.offsets.items():
             for f in features:
-                self.seen[offset + f[key].unique()] = True
+                self.seen[offset + f[key]] = True  # repeated values just set the same flag again
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             union = self.seen.to(torch.int32)
             torch.distributed.all_reduce(union, op=torch.distributed.ReduceOp.MAX)

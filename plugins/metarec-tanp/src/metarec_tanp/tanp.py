@@ -80,17 +80,18 @@ class TaNP(Algorithm):
         return torch.distributions.Normal(mu, 0.1 + 0.9 * torch.sigmoid(raw))
 
     def represent(self, x_s: Tensor, xy_s: Tensor, mask: Tensor, x_q: Tensor) -> Tensor:
-        """The deterministic task representation [B, Q, h] of each query pair."""
+        """The deterministic task representation: [B, 1, h] (``mean``, one per task) or [B, Q, h] (``attention``,
+        one per query pair)."""
         values = self.deterministic(xy_s)
         if self.pooling == "mean":
-            return masked_mean(values, mask)[:, None, :].expand(-1, x_q.shape[1], -1)
+            return masked_mean(values, mask)[:, None, :]
         logits = torch.einsum("bqd,bsd->bqs", self.key(x_q), self.key(x_s)) / self.hidden ** 0.5
         logits = logits.masked_fill(mask[:, None, :] == 0, torch.finfo(logits.dtype).min)
         return torch.einsum("bqs,bsh->bqh", logits.softmax(-1), values)
 
     def decode(self, model: RatingModel, x: Tensor, task: Tensor) -> Tensor:
-        """``task`` [B, Q, h + latent] modulates the decoder on each query pair ``x`` [B, Q, D]."""
-        film = self.film(task).chunk(2 * len(self.decoder), -1)  # each [B, Q, h]
+        """``task`` [B, 1 or Q, h + latent] modulates the decoder on each query pair ``x`` [B, Q, D]."""
+        film = self.film(task).chunk(2 * len(self.decoder), -1)  # each [B, 1 or Q, h]
         h = x
         for i, layer in enumerate(self.decoder):
             h = torch.relu(layer(h) * (1 + film[2 * i]) + film[2 * i + 1])
@@ -110,7 +111,7 @@ class TaNP(Algorithm):
             kl = torch.distributions.kl_divergence(post, prior).sum(-1)
         else:
             z = prior.mean
-        pred = self.decode(model, x_q, torch.cat([r, z[:, None, :].expand(-1, r.shape[1], -1)], -1))
+        pred = self.decode(model, x_q, torch.cat([r, z[:, None, :].expand(-1, r.shape[1], -1)], -1))  # FiLM per r row
         return NPResult(query_loss=masked_mse(pred, q.rating, q.mask), query_pred=pred, kl=kl)
 
     def outer_loss(self, result: AdaptResult, batch: TaskBatch, params: dict[str, Tensor]) -> Tensor:
