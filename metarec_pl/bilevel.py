@@ -28,8 +28,8 @@ from torch.func import functional_call, vmap
 from metarec_pl import divergence, provenance
 from metarec_pl.algorithms.base import AdaptResult, Algorithm
 from metarec_pl.data.types import FeatureSpec, TaskBatch
-from metarec_pl.inner_tools import (adapt_checkpointed, cat_tasks, inner_loss_scale, is_linear_stack, linear_stack,
-                                    select_tasks, task_groups, unscale)
+from metarec_pl.inner_tools import (KernelFirstLayer, adapt_checkpointed, cat_tasks, inner_loss_scale, is_linear_stack,
+                                    linear_stack, select_tasks, task_groups, unscale)
 from metarec_pl.metrics import RatingMetrics
 from metarec_pl.models.base import RatingModel
 
@@ -97,10 +97,18 @@ def _adapt_tasks(model: nn.Module, algorithm: Algorithm, batch: TaskBatch, steps
         x_support, x_query = batch.support.features, batch.query.features
     strip = 5 if head_only else 0
     stacked = head_only and is_linear_stack(net)
+    kernel = None
+    if stacked and KernelFirstLayer.fits(net, algorithm, [n[strip:] for n in algorithm.adapted_names]):
+        kernel = KernelFirstLayer(net, dict(net.named_parameters()), x_support, create_graph and torch.is_grad_enabled())
+        x_support, x_query = kernel.inputs(x_support), kernel.inputs(x_query)  # (output at W_0, kernel)
+    state = f"head.{KernelFirstLayer.state}"
 
-    def predict(fast: dict[str, Tensor], x: Any) -> Tensor:
+    def predict(fast: dict[str, Tensor], x: Any, probe: Optional[Tensor] = None) -> Tensor:
         weights = {n[strip:]: w for n, w in fast.items()}
-        if stacked:
+        if kernel is not None:  # ``probe`` (zero) marks the first layer's output, whose gradient updates Z
+            first = kernel.output(x, weights.pop(KernelFirstLayer.state))
+            out = linear_stack(net, {**fixed, **weights}, first if probe is None else first + probe, start=1)
+        elif stacked:
             out = linear_stack(net, {**fixed, **weights}, x)
         else:
             call = lambda w, xi: functional_call(net, {**fixed, **w}, (xi,))  # noqa: E731
@@ -110,26 +118,34 @@ def _adapt_tasks(model: nn.Module, algorithm: Algorithm, batch: TaskBatch, steps
     device = s.mask.device.type
     fp16 = torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.float16
     tracked = torch.is_grad_enabled()
-    fast = {n: params[n].expand(tasks, *params[n].shape) for n in algorithm.adapted_names}
+    fast = {n: params[n].expand(tasks, *params[n].shape) for n in algorithm.adapted_names
+            if kernel is None or n[strip:] not in kernel.names}
+    if kernel is not None:
+        fast[state] = kernel.start()
+    broadcasts = getattr(algorithm.inner_update, "broadcasts_over_tasks", False)
+    update = algorithm.inner_update if broadcasts else vmap(algorithm.inner_update)
     for _ in range(steps):
         with torch.enable_grad():
             leaves = {n: w if tracked and w.requires_grad else w.detach().requires_grad_() for n, w in fast.items()}
-            pred = predict(leaves, x_support)
+            probe = None if kernel is None else torch.zeros_like(x_support[0], requires_grad=True)
+            pred = predict(leaves, x_support, probe)
             losses = masked_mse(pred, s.rating, s.mask)
             scale = inner_loss_scale(pred, s.rating, s.mask) if fp16 else None
             total = (losses if scale is None else losses * scale).sum()
-            grads = torch.autograd.grad(total, list(leaves.values()), create_graph=create_graph and tracked)
+            inputs = [probe if n == state else w for n, w in leaves.items()]
+            grads = torch.autograd.grad(total, inputs, create_graph=create_graph and tracked)
         if scale is not None:
             grads = unscale(grads, scale)
         grads = dict(zip(leaves, grads if create_graph else [g.detach() for g in grads]))
-        fast = vmap(algorithm.inner_update)(fast, grads)
+        fast = update(fast, grads)
     query_fast = fast if algorithm.query_through_fast_weights else {n: w.detach() for n, w in fast.items()}
     pred = predict(query_fast, x_query)
     out = {"query_pred": pred, "query_loss": masked_mse(pred, q.rating, q.mask)}
     if algorithm.needs_support_loss:
         out["support_loss"] = masked_mse(predict(fast, x_support), s.rating, s.mask)
     if algorithm.needs_fast_weights:
-        out["fast_weights"] = fast
+        z = fast.pop(state, None)
+        out["fast_weights"] = fast if z is None else {**fast, **{f"head.{n}": w for n, w in kernel.weights(z).items()}}
     return AdaptResult(**out)
 
 

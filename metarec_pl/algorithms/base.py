@@ -12,10 +12,20 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, ClassVar, Optional, Sequence
 
+import torch
 from torch import Tensor, nn
 
 if TYPE_CHECKING:
     from metarec_pl.data.types import TaskBatch
+
+
+def broadcasts_over_tasks(inner_update):
+    """Marks an ``inner_update`` that is also correct on stacked ``[tasks, *shape]`` weights (element-wise
+    updates such as SGD), so the inner loop calls it once on all tasks instead of under ``vmap``, whose
+    overhead costs ~15 % of a small model's meta-step.  The mark is on the function, so a subclass that
+    overrides ``inner_update`` runs under ``vmap`` unless it marks its own."""
+    inner_update.broadcasts_over_tasks = True
+    return inner_update
 
 
 @dataclass
@@ -85,9 +95,10 @@ class Algorithm(nn.Module):
 
         return adapt(model, self, batch, steps, create_graph, chunk_size)
 
+    @broadcasts_over_tasks
     def inner_update(self, fast: dict[str, Tensor], grads: dict[str, Tensor]) -> dict[str, Tensor]:
-        """One inner step on one task's fast weights (plain SGD)."""
-        return {n: w - self.inner_lr * grads[n] for n, w in fast.items()}
+        """One inner step on one task's fast weights (plain SGD; one fused op, forward and backward)."""
+        return {n: torch.add(w, grads[n], alpha=-self.inner_lr) for n, w in fast.items()}
 
     def outer_loss(self, result: AdaptResult, batch: "TaskBatch", params: dict[str, Tensor]) -> Tensor:
         """The meta-objective: the mean over tasks of the query loss after adaptation."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from metarec_pl.algorithms.base import Algorithm
+from metarec_pl.algorithms.base import Algorithm, broadcasts_over_tasks
 
 
 def _key(name: str) -> str:
@@ -21,5 +21,6 @@ class MetaSGD(Algorithm):
         self.lrs = nn.ParameterDict({_key(n): nn.Parameter(torch.full_like(params[n], self.inner_lr))
                                      for n in self.adapted_names})
 
+    @broadcasts_over_tasks
     def inner_update(self, fast: dict[str, Tensor], grads: dict[str, Tensor]) -> dict[str, Tensor]:
-        return {n: w - self.lrs[_key(n)] * grads[n] for n, w in fast.items()}
+        return {n: torch.addcmul(w, self.lrs[_key(n)], grads[n], value=-1) for n, w in fast.items()}
