@@ -26,18 +26,13 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
 from metarec_pl import divergence, provenance
-from metarec_pl.algorithms.base import AdaptResult, Algorithm
+from metarec_pl.algorithms.base import AdaptResult, Algorithm, masked_mse, masked_mse_grad
 from metarec_pl.data.types import FeatureSpec, TaskBatch
-from metarec_pl.inner_tools import (KernelFirstLayer, adapt_checkpointed, cat_tasks, inner_loss_scale, is_linear_stack,
-                                    linear_stack, select_tasks, task_groups, unscale)
+from metarec_pl.inner_tools import (KernelFirstLayer, adapt_checkpointed, cat_tasks, has_written_out_backward,
+                                    inner_loss_scale, is_linear_stack, linear_stack, linear_stack_backward,
+                                    select_tasks, task_groups, unscale)
 from metarec_pl.metrics import RatingMetrics
 from metarec_pl.models.base import RatingModel
-
-
-def masked_mse(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
-    """Mean squared error over the real (mask = 1) samples of the last dimension."""
-    err = (pred.float() - target) ** 2 * mask
-    return err.sum(-1) / mask.sum(-1).clamp_min(1.0)
 
 
 def adapt(model: nn.Module, algorithm: Algorithm, batch: TaskBatch, steps: int, create_graph: bool,
@@ -102,18 +97,32 @@ def _adapt_tasks(model: nn.Module, algorithm: Algorithm, batch: TaskBatch, steps
         kernel = KernelFirstLayer(net, dict(net.named_parameters()), x_support, create_graph and torch.is_grad_enabled())
         x_support, x_query = kernel.inputs(x_support), kernel.inputs(x_query)  # (output at W_0, kernel)
     state = f"head.{KernelFirstLayer.state}"
+    written_out = stacked and has_written_out_backward(net)  # inner gradients as plain ops: no double backward
+    start = 0 if kernel is None else 1  # the kernel form computes the first layer's output itself
 
-    def predict(fast: dict[str, Tensor], x: Any, probe: Optional[Tensor] = None) -> Tensor:
+    def predict(fast: dict[str, Tensor], x: Any, probe: Optional[Tensor] = None,
+                tape: Optional[list[Tensor]] = None) -> Tensor:
         weights = {n[strip:]: w for n, w in fast.items()}
         if kernel is not None:  # ``probe`` (zero) marks the first layer's output, whose gradient updates Z
-            first = kernel.output(x, weights.pop(KernelFirstLayer.state))
-            out = linear_stack(net, {**fixed, **weights}, first if probe is None else first + probe, start=1)
-        elif stacked:
-            out = linear_stack(net, {**fixed, **weights}, x)
+            x = kernel.output(x, weights.pop(KernelFirstLayer.state))
+            x = x if probe is None else x + probe
+        if stacked:
+            out = linear_stack(net, {**fixed, **weights}, x, start, tape)
         else:
             call = lambda w, xi: functional_call(net, {**fixed, **w}, (xi,))  # noqa: E731
             out = vmap(call, randomness="different")(weights, x)
         return model.decode(out) if head_only else out
+
+    def written_out_grads(fast: dict[str, Tensor]) -> tuple[list[Tensor], Optional[Tensor]]:
+        """Support-loss gradients of the fast weights (Z: of the first layer's output) by ``linear_stack_backward``."""
+        tape: list[Tensor] = []
+        pred = predict(fast, x_support, tape=tape)
+        scale = inner_loss_scale(pred, s.rating, s.mask) if fp16 else None
+        d_pred = masked_mse_grad(pred, s.rating, s.mask) * (1 if scale is None else scale[:, None])
+        wanted = {"input" if n == state else n[strip:] for n in fast}
+        d_input, grads = linear_stack_backward(net, {**fixed, **{n[strip:]: w for n, w in fast.items()}}, tape,
+                                               d_pred.unsqueeze(-1).to(pred.dtype), wanted, start)
+        return [d_input if n == state else grads[n[strip:]] for n in fast], scale
 
     device = s.mask.device.type
     fp16 = torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.float16
@@ -125,18 +134,22 @@ def _adapt_tasks(model: nn.Module, algorithm: Algorithm, batch: TaskBatch, steps
     broadcasts = getattr(algorithm.inner_update, "broadcasts_over_tasks", False)
     update = algorithm.inner_update if broadcasts else vmap(algorithm.inner_update)
     for _ in range(steps):
-        with torch.enable_grad():
-            leaves = {n: w if tracked and w.requires_grad else w.detach().requires_grad_() for n, w in fast.items()}
-            probe = None if kernel is None else torch.zeros_like(x_support[0], requires_grad=True)
-            pred = predict(leaves, x_support, probe)
-            losses = masked_mse(pred, s.rating, s.mask)
-            scale = inner_loss_scale(pred, s.rating, s.mask) if fp16 else None
-            total = (losses if scale is None else losses * scale).sum()
-            inputs = [probe if n == state else w for n, w in leaves.items()]
-            grads = torch.autograd.grad(total, inputs, create_graph=create_graph and tracked)
+        if written_out:
+            with torch.set_grad_enabled(create_graph and tracked):
+                grads, scale = written_out_grads(fast)
+        else:
+            with torch.enable_grad():
+                leaves = {n: w if tracked and w.requires_grad else w.detach().requires_grad_() for n, w in fast.items()}
+                probe = None if kernel is None else torch.zeros_like(x_support[0], requires_grad=True)
+                pred = predict(leaves, x_support, probe)
+                losses = masked_mse(pred, s.rating, s.mask)
+                scale = inner_loss_scale(pred, s.rating, s.mask) if fp16 else None
+                total = (losses if scale is None else losses * scale).sum()
+                inputs = [probe if n == state else w for n, w in leaves.items()]
+                grads = torch.autograd.grad(total, inputs, create_graph=create_graph and tracked)
         if scale is not None:
             grads = unscale(grads, scale)
-        grads = dict(zip(leaves, grads if create_graph else [g.detach() for g in grads]))
+        grads = dict(zip(fast, grads if create_graph else [g.detach() for g in grads]))
         fast = update(fast, grads)
     query_fast = fast if algorithm.query_through_fast_weights else {n: w.detach() for n, w in fast.items()}
     pred = predict(query_fast, x_query)

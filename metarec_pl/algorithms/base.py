@@ -28,6 +28,19 @@ def broadcasts_over_tasks(inner_update):
     return inner_update
 
 
+def masked_mse(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    """Mean squared error over the real (mask = 1) samples of the last dimension (low-precision predictions are
+    compared in the target's precision)."""
+    err = (pred.to(torch.promote_types(pred.dtype, target.dtype)) - target) ** 2 * mask
+    return err.sum(-1) / mask.sum(-1).clamp_min(1.0)
+
+
+def masked_mse_grad(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    """The gradient of each task's ``masked_mse`` with respect to ``pred``."""
+    residual = pred.to(torch.promote_types(pred.dtype, target.dtype)) - target
+    return 2 * residual * mask / mask.sum(-1, keepdim=True).clamp_min(1.0)
+
+
 @dataclass
 class AdaptResult:
     """Per-task outputs of the inner loop; every tensor starts with the task dimension."""

@@ -21,14 +21,9 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from metarec_pl.algorithms.base import AdaptResult, Algorithm
+from metarec_pl.algorithms.base import AdaptResult, Algorithm, masked_mse
 from metarec_pl.data.types import TaskBatch
 from metarec_pl.models.base import pooled_multi
-
-
-def masked_mse(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
-    err = (pred.float() - target) ** 2 * mask
-    return err.sum(-1) / mask.sum(-1).clamp_min(1.0)
 
 
 def all_ratings_loss(result: AdaptResult, batch: TaskBatch) -> Tensor:
