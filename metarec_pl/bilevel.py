@@ -71,6 +71,8 @@ def _adapt_tasks(model: nn.Module, algorithm: Algorithm, batch: TaskBatch, steps
     the built-in models) runs as batched matrix products; any other network runs under ``vmap``.
     When only ``head.*`` parameters adapt, the encoder runs once per task instead of once per step; with no
     inner steps (``none``, evaluation with ``eval_inner_steps: 0``) the network runs once on the whole batch.
+    A Linear/ReLU head gets its inner gradients from ``linear_stack_backward`` (written out, so the outer pass
+    has no double backward), and, under plain SGD, its first layer in kernel form (``KernelFirstLayer``).
     """
     s, q = batch.support, batch.query
     if steps == 0 and not algorithm.needs_fast_weights:  # nothing adapts: the shared weights serve every task
@@ -92,20 +94,18 @@ def _adapt_tasks(model: nn.Module, algorithm: Algorithm, batch: TaskBatch, steps
         x_support, x_query = batch.support.features, batch.query.features
     strip = 5 if head_only else 0
     stacked = head_only and is_linear_stack(net)
+    written_out = stacked and has_written_out_backward(net)  # inner gradients as plain ops: no double backward
     kernel = None
-    if stacked and KernelFirstLayer.fits(net, algorithm, [n[strip:] for n in algorithm.adapted_names]):
+    if written_out and KernelFirstLayer.fits(net, algorithm, [n[strip:] for n in algorithm.adapted_names]):
         kernel = KernelFirstLayer(net, dict(net.named_parameters()), x_support, create_graph and torch.is_grad_enabled())
         x_support, x_query = kernel.inputs(x_support), kernel.inputs(x_query)  # (output at W_0, kernel)
     state = f"head.{KernelFirstLayer.state}"
-    written_out = stacked and has_written_out_backward(net)  # inner gradients as plain ops: no double backward
     start = 0 if kernel is None else 1  # the kernel form computes the first layer's output itself
 
-    def predict(fast: dict[str, Tensor], x: Any, probe: Optional[Tensor] = None,
-                tape: Optional[list[Tensor]] = None) -> Tensor:
+    def predict(fast: dict[str, Tensor], x: Any, tape: Optional[list[Tensor]] = None) -> Tensor:
         weights = {n[strip:]: w for n, w in fast.items()}
-        if kernel is not None:  # ``probe`` (zero) marks the first layer's output, whose gradient updates Z
+        if kernel is not None:
             x = kernel.output(x, weights.pop(KernelFirstLayer.state))
-            x = x if probe is None else x + probe
         if stacked:
             out = linear_stack(net, {**fixed, **weights}, x, start, tape)
         else:
@@ -114,14 +114,15 @@ def _adapt_tasks(model: nn.Module, algorithm: Algorithm, batch: TaskBatch, steps
         return model.decode(out) if head_only else out
 
     def written_out_grads(fast: dict[str, Tensor]) -> tuple[list[Tensor], Optional[Tensor]]:
-        """Support-loss gradients of the fast weights (Z: of the first layer's output) by ``linear_stack_backward``."""
+        """Support-loss gradients of the fast weights (for Z: of the first layer's output), by
+        ``linear_stack_backward``, and the fp16 loss scales (``None`` without fp16)."""
         tape: list[Tensor] = []
         pred = predict(fast, x_support, tape=tape)
         scale = inner_loss_scale(pred, s.rating, s.mask) if fp16 else None
         d_pred = masked_mse_grad(pred, s.rating, s.mask) * (1 if scale is None else scale[:, None])
+        weights = {**fixed, **{n[strip:]: w for n, w in fast.items()}}
         wanted = {"input" if n == state else n[strip:] for n in fast}
-        d_input, grads = linear_stack_backward(net, {**fixed, **{n[strip:]: w for n, w in fast.items()}}, tape,
-                                               d_pred.unsqueeze(-1).to(pred.dtype), wanted, start)
+        d_input, grads = linear_stack_backward(net, weights, tape, d_pred.unsqueeze(-1).to(pred.dtype), wanted, start)
         return [d_input if n == state else grads[n[strip:]] for n in fast], scale
 
     device = s.mask.device.type
@@ -140,13 +141,11 @@ def _adapt_tasks(model: nn.Module, algorithm: Algorithm, batch: TaskBatch, steps
         else:
             with torch.enable_grad():
                 leaves = {n: w if tracked and w.requires_grad else w.detach().requires_grad_() for n, w in fast.items()}
-                probe = None if kernel is None else torch.zeros_like(x_support[0], requires_grad=True)
-                pred = predict(leaves, x_support, probe)
+                pred = predict(leaves, x_support)
                 losses = masked_mse(pred, s.rating, s.mask)
                 scale = inner_loss_scale(pred, s.rating, s.mask) if fp16 else None
                 total = (losses if scale is None else losses * scale).sum()
-                inputs = [probe if n == state else w for n, w in leaves.items()]
-                grads = torch.autograd.grad(total, inputs, create_graph=create_graph and tracked)
+                grads = torch.autograd.grad(total, list(leaves.values()), create_graph=create_graph and tracked)
         if scale is not None:
             grads = unscale(grads, scale)
         grads = dict(zip(fast, grads if create_graph else [g.detach() for g in grads]))

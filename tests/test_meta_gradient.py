@@ -184,3 +184,17 @@ def test_kernel_first_layer_gives_the_adapted_weights(tiny_world, monkeypatch):
     assert set(kernel) == set(copies) == set(module.algorithm.adapted_names)
     for n in copies:
         torch.testing.assert_close(kernel[n], copies[n], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("algorithm", ["maml", "metasgd", "fomaml"])
+def test_autograd_inner_gradients_on_a_head_without_written_out_backward(tiny_world, algorithm, monkeypatch):
+    """A head of other parameter-free layers than ReLU takes the autograd path (double backward): still exact."""
+    import metarec_pl.bilevel as bilevel
+
+    monkeypatch.setattr(bilevel, "has_written_out_backward", lambda net: False)
+    _, data = tiny_world
+    torch.manual_seed(0)
+    module = MetaLearner(algorithm=algorithm, network="melu", adapt=["head.*"], inner_steps=3, inner_lr=0.05,
+                         network_args={"hidden": [16, 8]}, schema=data.schema, rating_mean=3.5).double()
+    batch = to_double(unequal_batch(data, SUPPORT_SIZES))
+    assert rel_err(meta_grads(module, batch, False), meta_grads(module, batch, True)) < 1e-10
