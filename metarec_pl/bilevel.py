@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
 from metarec_pl import divergence, provenance
-from metarec_pl.algorithms.base import AdaptResult, Algorithm, masked_mse, masked_mse_grad
+from metarec_pl.algorithms.base import AdaptResult, Algorithm, masked_mse
 from metarec_pl.data.types import FeatureSpec, TaskBatch
 from metarec_pl.inner_tools import (KernelFirstLayer, adapt_checkpointed, cat_tasks, has_written_out_backward,
                                     inner_loss_scale, is_linear_stack, linear_stack, linear_stack_backward,
@@ -119,12 +119,13 @@ def _adapt_tasks(model: nn.Module, algorithm: Algorithm, batch: TaskBatch, steps
         tape: list[Tensor] = []
         pred = predict(fast, x_support, tape=tape)
         scale = inner_loss_scale(pred, s.rating, s.mask) if fp16 else None
-        d_pred = masked_mse_grad(pred, s.rating, s.mask) * (1 if scale is None else scale[:, None])
+        d_pred = (pred - s.rating) * (d_mse if scale is None else d_mse * scale[:, None])
         weights = {**fixed, **{n[strip:]: w for n, w in fast.items()}}
         wanted = {"input" if n == state else n[strip:] for n in fast}
         d_input, grads = linear_stack_backward(net, weights, tape, d_pred.unsqueeze(-1).to(pred.dtype), wanted, start)
         return [d_input if n == state else grads[n[strip:]] for n in fast], scale
 
+    d_mse = 2 * s.mask / s.mask.sum(-1, keepdim=True).clamp_min(1.0)  # ∂ masked_mse / ∂ pred = d_mse * residual
     device = s.mask.device.type
     fp16 = torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.float16
     tracked = torch.is_grad_enabled()

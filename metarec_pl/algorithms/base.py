@@ -35,12 +35,6 @@ def masked_mse(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
     return err.sum(-1) / mask.sum(-1).clamp_min(1.0)
 
 
-def masked_mse_grad(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
-    """The gradient of each task's ``masked_mse`` with respect to ``pred``."""
-    residual = pred.to(torch.promote_types(pred.dtype, target.dtype)) - target
-    return 2 * residual * mask / mask.sum(-1, keepdim=True).clamp_min(1.0)
-
-
 @dataclass
 class AdaptResult:
     """Per-task outputs of the inner loop; every tensor starts with the task dimension."""

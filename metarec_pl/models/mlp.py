@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metarec_pl.data.types import FeatureSpec
@@ -13,26 +12,42 @@ from metarec_pl.models.base import RatingModel, mlp
 
 
 class DenseFeatures(nn.Module):
-    """Parameter-free featuriser: every field as a dense vector, concatenated."""
+    """Parameter-free featuriser: every field as a dense vector (categorical: one-hot; multi-valued: multi-hot
+    without the padding column 0; dense: as is), concatenated in schema order.
+
+    Built as one zero tensor and one scatter of ones for all categorical and multi-valued fields (a multi-valued
+    field's padding id goes to a scratch column, dropped), dense fields copied into their columns: ~2x faster than
+    a one-hot per field, and ``mlp`` runs it in every meta-step (docs/performance.md)."""
 
     def __init__(self, schema: Sequence[FeatureSpec]) -> None:
         super().__init__()
         self.schema = list(schema)
-        self.out_dim = sum(f.size - (1 if f.kind == "multi" else 0) if f.kind != "dense" else f.size
-                           for f in self.schema)
+        self.columns: dict[str, int] = {}  # first column of each field
+        offset = 0
+        for f in self.schema:
+            self.columns[f.key] = offset
+            offset += f.size - 1 if f.kind == "multi" else f.size
+        self.out_dim = offset
+        self.categorical = [f.key for f in self.schema if f.kind == "categorical"]
+        self.register_buffer("categorical_offsets", torch.tensor([self.columns[k] for k in self.categorical]),
+                             persistent=False)
         self.register_buffer("dtype_probe", torch.zeros(()), persistent=False)  # follows .double()/.half()
 
     def forward(self, features: dict[str, Tensor]) -> Tensor:
-        parts, dtype = [], self.dtype_probe.dtype
+        f0 = self.schema[0]
+        lead = features[f0.key].shape[:-1] if f0.kind != "categorical" else features[f0.key].shape
+        out = torch.zeros(*lead, self.out_dim + 1, dtype=self.dtype_probe.dtype, device=self.dtype_probe.device)
+        hot = [torch.stack([features[k] for k in self.categorical], -1) + self.categorical_offsets] \
+            if self.categorical else []
         for f in self.schema:
-            x = features[f.key]
-            if f.kind == "categorical":
-                parts.append(F.one_hot(x, f.size).to(dtype))
-            elif f.kind == "multi":  # drop the padding column 0
-                parts.append(F.one_hot(x, f.size).to(dtype).amax(-2)[..., 1:])
-            else:
-                parts.append(x.to(dtype))
-        return torch.cat(parts, dim=-1)
+            x, first = features[f.key], self.columns[f.key]
+            if f.kind == "multi":
+                hot.append(torch.where(x > 0, x + (first - 1), self.out_dim))
+            elif f.kind == "dense":
+                out[..., first:first + f.size] = x
+        if hot:
+            out.scatter_(-1, torch.cat(hot, -1), 1.0)
+        return out[..., :self.out_dim]
 
 
 class MLPNet(RatingModel):
