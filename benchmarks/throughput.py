@@ -222,8 +222,9 @@ def peak_memory_mib(step: Callable, batch: TaskBatch, device: torch.device) -> O
 
 
 def time_rounds(steps: dict[str, Callable], batches: list[TaskBatch], rounds: int, round_seconds: float,
-                device: torch.device) -> dict[str, list[float]]:
-    """Meta-steps/s of each method per round; methods take turns within every round."""
+                device: torch.device) -> tuple[dict[str, list[float]], list[float]]:
+    """Meta-steps/s of each method per round (methods take turns within every round), and the matmul rate
+    measured after every round (the machine's speed drifts by tens of percent within minutes on shared hosts)."""
     per_round = {}
     for name, step in steps.items():  # warm up, and size each method's round
         sync(device)
@@ -232,6 +233,7 @@ def time_rounds(steps: dict[str, Callable], batches: list[TaskBatch], rounds: in
         sync(device)
         per_round[name] = max(1, math.ceil(round_seconds / max(time.perf_counter() - t0, 1e-6)))
     rates: dict[str, list[float]] = {name: [] for name in steps}
+    matmul = []
     for r in range(rounds):
         for name, step in steps.items():
             sync(device)
@@ -240,7 +242,8 @@ def time_rounds(steps: dict[str, Callable], batches: list[TaskBatch], rounds: in
                 step(batches[(r + i) % len(batches)])
             sync(device)
             rates[name].append(per_round[name] / (time.perf_counter() - t0))
-    return rates
+        matmul.append(matmul_rate(device, reps=5))
+    return rates, matmul
 
 
 def memory_in_fresh_process(args, method: str, batch_size: int, order: str) -> Optional[float]:
@@ -326,11 +329,14 @@ def run(args) -> dict:
                 errors[name] = rel_err(gradients(owner, step, check_batch), ref)
             flops = reference_flops(module, batches[0], second)
             memory = {name: memory_in_fresh_process(args, name, batch_size, order) for name in steps}
-            rates = time_rounds(steps, batches, args.rounds, args.round_seconds, device)
+            rates, matmul = time_rounds(steps, batches, args.rounds, args.round_seconds, device)
             median = {name: statistics.median(r) for name, r in rates.items()}
-            floor = report["matmul_flops_per_s"] / flops
+            # the floor uses the fastest matmul seen (before the run or after any round): conservative for metarec
+            peak_matmul = max([report["matmul_flops_per_s"], *matmul])
+            floor = peak_matmul / flops
             report["results"].append({
                 "tasks_per_batch": batch_size, "order": order, "useful_gflop_per_step": flops / 1e9,
+                "matmul_flops_per_s": peak_matmul, "matmul_rounds": matmul,
                 "floor_steps_per_s": floor, "grad_rel_err_vs_metarec": errors,
                 "methods": {name: {"steps_per_s": median[name], "best_steps_per_s": max(rates[name]),
                                    "rounds": rates[name], "peak_mib": memory[name],
@@ -350,13 +356,14 @@ def device_name(device: torch.device) -> str:
 def print_table(report: dict) -> None:
     s = report["setting"]
     print(f"device: {s['device']}   torch {s['torch']}   higher {s['higher']}   "
-          f"matmul: {report['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s   rounds: {s['rounds']} x ~{s['round_seconds']} s")
+          f"matmul at start: {report['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s   rounds: {s['rounds']} x ~{s['round_seconds']} s")
     print(f"setting: MAML, MLP {'x'.join(map(str, s['hidden']))} head, {s['inner_steps']} inner steps, support "
           f"{s['min_support']}-{s['max_support']}, query {s['query']}")
     for res in report["results"]:
         errs = ", ".join(f"{k} {v:.1e}" for k, v in res["grad_rel_err_vs_metarec"].items())
         print(f"\nB={res['tasks_per_batch']} {res['order']} order: useful {res['useful_gflop_per_step']:.3f} GFLOP/step, "
-              f"floor {res['floor_steps_per_s']:.0f} steps/s; float64 meta-gradient rel. err vs metarec: {errs}")
+              f"floor {res['floor_steps_per_s']:.0f} steps/s (fastest matmul {res['matmul_flops_per_s'] / 1e9:.0f} "
+              f"GFLOP/s); float64 meta-gradient rel. err vs metarec: {errs}")
         print(f"  {'method':<13}{'steps/s':>9}{'best':>9}{'metarec x':>11}{'peak MiB':>10}{'of floor':>10}")
         for name, m in res["methods"].items():
             mem = "n/a" if m["peak_mib"] is None else f"{m['peak_mib']:.0f}"
