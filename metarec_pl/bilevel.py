@@ -97,7 +97,8 @@ def _adapt_tasks(model: nn.Module, algorithm: Algorithm, batch: TaskBatch, steps
     written_out = stacked and has_written_out_backward(net)  # inner gradients as plain ops: no double backward
     kernel = None
     if written_out and KernelFirstLayer.fits(net, algorithm, [n[strip:] for n in algorithm.adapted_names]):
-        kernel = KernelFirstLayer(net, dict(net.named_parameters()), x_support, create_graph and torch.is_grad_enabled())
+        second_order = create_graph and torch.is_grad_enabled()
+        kernel = KernelFirstLayer(net, dict(net.named_parameters()), x_support, second_order)
         x_support, x_query = kernel.inputs(x_support), kernel.inputs(x_query)  # (output at W_0, kernel)
     state = f"head.{KernelFirstLayer.state}"
     start = 0 if kernel is None else 1  # the kernel form computes the first layer's output itself
