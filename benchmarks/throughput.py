@@ -1,6 +1,7 @@
 """Meta-training throughput: metarec_pl's training step against per-task loops, on identical batches.
 
-Compared, in one process and interleaved round by round (so a busy machine slows all alike):
+Compared, in one process and interleaved round by round (a busy machine slows all of them, though not always
+alike: report several runs):
 
 * ``metarec``: ``MetaLearner.training_step`` + backward (vectorised inner loop, ``metarec_pl.bilevel.adapt``);
 * ``metarec-ckpt``: the same with ``vmap_chunk_size`` (chunks checkpointed: less memory, more compute);
@@ -14,7 +15,8 @@ Reported per (tasks per batch, order): meta-steps/s (median over rounds, and the
 metarec to each peer, peak memory of one step (CUDA: ``max_memory_allocated`` above the resident memory;
 CPU: the rise of the process's peak resident set, VmHWM, reset through ``/proc/self/clear_refs``), and the
 fraction of the arithmetic floor: useful FLOPs of a step (counted by ``FlopCounterMode`` on an unpadded
-per-task autograd loop) over the FLOP rate of a large matrix product measured in the same run.
+per-task autograd loop) over the FLOP rate of a 1024² matrix product: the fastest measured before the run and
+after every round.
 
     python benchmarks/throughput.py                 # 2 threads, B = 32 and 128, first and second order
     python benchmarks/throughput.py --json          # the same as one JSON object

@@ -1,5 +1,6 @@
 """``DenseFeatures`` (the ``mlp`` encoder): one-hot / multi-hot / dense columns in schema order."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -36,3 +37,14 @@ def test_columns_follow_the_schema_for_every_kind_of_field():
     assert out.shape == (2, 7, encoder.out_dim) == (2, 7, 4 + 3 + 5 + 5)
     assert torch.equal(out, per_field(schema, features))
     assert out[0, 0, 7:12].sum() == 0
+
+
+def test_an_id_outside_its_field_is_one_clear_error():
+    schema = [FeatureSpec("user", "age", "categorical", 4), FeatureSpec("item", "genre", "multi", 6)]
+    encoder = DenseFeatures(schema)
+    good = {"user_age": torch.tensor([[0, 3]]), "item_genre": torch.tensor([[[1, 5], [0, 0]]])}
+    encoder(good)
+    with pytest.raises(ValueError, match=r"'user_age' has id 4, expected ids in \[0, 4\)"):
+        encoder({**good, "user_age": torch.tensor([[0, 4]])})  # would land in the genre columns
+    with pytest.raises(ValueError, match=r"'item_genre' has id 6"):
+        encoder({**good, "item_genre": torch.tensor([[[1, 6], [0, 0]]])})
