@@ -18,24 +18,9 @@ import json
 import torch
 
 from metarec_pl.data.module import MetaDataModule
-from metarec_pl.data.types import RatingData
+from metarec_pl.models.mlp import DenseFeatures
 
 STATE_FILES = {"warm": ["warm_state.reconstructed.json", "warm_state_y.json"]}
-
-
-def item_matrix(data: RatingData, key: str, items: torch.Tensor) -> torch.Tensor:
-    """One item field as a design matrix: dense as is, categorical one-hot, multi-valued a 0/1 bag (no padding)."""
-    spec = next(f for f in data.schema if f.key == key)
-    values = data.item_features[key][items]
-    if spec.kind == "dense":
-        return values.float()
-    out = torch.zeros(len(items), spec.size)
-    rows = torch.arange(len(items))
-    for column in (values[:, None] if spec.kind == "categorical" else values).T:
-        out[rows, column] = 1.0
-    if spec.kind == "multi":
-        out[:, 0] = 0.0  # id 0 is padding
-    return out
 
 
 def held_out_r2(x: torch.Tensor, y: torch.Tensor, fit: torch.Tensor, judge: torch.Tensor, ridge: float) -> float:
@@ -62,9 +47,10 @@ def main() -> None:
     bias = total[items] / count[items]
     perm = torch.randperm(len(items), generator=torch.Generator().manual_seed(args.seed))
     fit, judge = perm[: len(items) // 2], perm[len(items) // 2:]
-    fields = torch.cat([item_matrix(data, f.key, items) for f in data.schema
-                        if f.side == "item" and f.key != "item_text"], 1)
-    text = item_matrix(data, "item_text", items)
+    # design matrices by the mlp encoder: categorical one-hot, multi-valued a 0/1 bag, dense as is
+    fields = DenseFeatures([f for f in data.schema if f.side == "item" and f.key != "item_text"])(
+        {k: v[items] for k, v in data.item_features.items()})
+    text = data.item_features["item_text"][items].float()
     r2 = lambda x, lam: round(held_out_r2(x, bias, fit, judge, lam), 3)  # noqa: E731
     report = {"movies": len(items), "bias_std": round(float(bias.std()), 3),
               "fields": {lam: r2(fields, lam) for lam in (1, 10, 100, 1000)},

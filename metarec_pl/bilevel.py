@@ -95,10 +95,10 @@ def _adapt_tasks(model: nn.Module, algorithm: Algorithm, batch: TaskBatch, steps
     strip = 5 if head_only else 0
     stacked = head_only and is_linear_stack(net)
     written_out = stacked and has_written_out_backward(net)  # inner gradients as plain ops: no double backward
+    tracked = torch.is_grad_enabled()
     kernel = None
     if written_out and KernelFirstLayer.fits(net, algorithm, [n[strip:] for n in algorithm.adapted_names]):
-        second_order = create_graph and torch.is_grad_enabled()
-        kernel = KernelFirstLayer(net, dict(net.named_parameters()), x_support, second_order)
+        kernel = KernelFirstLayer(net, dict(net.named_parameters()), x_support, create_graph and tracked)
         x_support, x_query = kernel.inputs(x_support), kernel.inputs(x_query)  # (output at W_0, kernel)
     state = f"head.{KernelFirstLayer.state}"
     start = 0 if kernel is None else 1  # the kernel form computes the first layer's output itself
@@ -122,18 +122,18 @@ def _adapt_tasks(model: nn.Module, algorithm: Algorithm, batch: TaskBatch, steps
         scale = inner_loss_scale(pred, s.rating, s.mask) if fp16 else None
         d_pred = (pred - s.rating) * (d_mse if scale is None else d_mse * scale[:, None])
         weights = {**fixed, **{n[strip:]: w for n, w in fast.items()}}
-        wanted = {"input" if n == state else n[strip:] for n in fast}
         d_input, grads = linear_stack_backward(net, weights, tape, d_pred.unsqueeze(-1).to(pred.dtype), wanted, start)
         return [d_input if n == state else grads[n[strip:]] for n in fast], scale
 
-    d_mse = 2 * s.mask / s.mask.sum(-1, keepdim=True).clamp_min(1.0)  # ∂ masked_mse / ∂ pred = d_mse * residual
     device = s.mask.device.type
     fp16 = torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.float16
-    tracked = torch.is_grad_enabled()
     fast = {n: params[n].expand(tasks, *params[n].shape) for n in algorithm.adapted_names
             if kernel is None or n[strip:] not in kernel.names}
     if kernel is not None:
         fast[state] = kernel.start()
+    if written_out:  # constants of every step's written-out gradient
+        d_mse = 2 * s.mask / s.mask.sum(-1, keepdim=True).clamp_min(1.0)  # ∂ masked_mse / ∂ pred = d_mse·residual
+        wanted = {"input" if n == state else n[strip:] for n in fast}
     broadcasts = getattr(algorithm.inner_update, "broadcasts_over_tasks", False)
     update = algorithm.inner_update if broadcasts else vmap(algorithm.inner_update)
     for _ in range(steps):
