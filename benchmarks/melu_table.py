@@ -5,8 +5,10 @@
     python benchmarks/melu_table.py --render --wandb PROJECT                      # re-render; log a wandb.Table
 
 Each method: fit on the training users (``melu`` protocol: MeLU's warm state split into train / val / held-out warm
-users), then every evaluation-time knob listed in ``select`` is chosen on the validation users (never on test
-users), then ``test`` on the four scenarios with 100 sampled unrated candidates per user for the top-k metrics.
+users) for up to ``epochs`` epochs, keeping the epoch with the lowest validation MAE (Lightning's
+``ModelCheckpoint``); then every evaluation-time knob listed in ``select`` is chosen on the validation users (never
+on test users); then ``test`` on the four scenarios with 100 sampled unrated candidates per user for the top-k
+metrics.
 Raw numbers go to ``runs/melu_table/results.json``; ``--render`` rewrites the markdown from it without training.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import copy
 import itertools
 import json
 import logging
@@ -22,17 +25,21 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from metarec_pl import plugins
 from metarec_pl.bilevel import MetaLearner
 from metarec_pl.data.module import MetaDataModule
 
 SCENARIOS = ("warm", "user-cold", "item-cold", "user+item-cold")
+NEW_ITEM_SCENARIOS = ("item-cold", "user+item-cold")  # served by the ``cold_epoch`` model where a method has one
 PAPER_MAE = {"warm": 0.7567, "user-cold": 0.7854, "item-cold": 0.9275, "user+item-cold": 0.9235}  # MeLU-5
 TARGET_MAE = {"warm": 0.68, "user-cold": 0.67, "item-cold": 0.83, "user+item-cold": 0.83}
 TARGET_NDCG3 = {"warm": 0.91, "user-cold": 0.915, "item-cold": 0.83, "user+item-cold": 0.83}
@@ -40,29 +47,29 @@ META = ("maml", "melu", "fomaml", "metasgd", "anil", "reptile", "protonet", "mat
         "tanp")
 HEAD = ["head.*"]  # MeLU: the decision layers adapt, the embeddings are meta-learned
 
-# name -> MetaLearner kwargs, epochs, and evaluation-time knobs chosen on the validation users; ``algorithm``
-# when the row's name is not the registered algorithm's (a variant)
+# name -> MetaLearner kwargs, most epochs (the best on validation is kept), and evaluation-time knobs chosen on the
+# validation users; ``algorithm`` when the row's name is not the registered algorithm's (a variant)
 METHODS: dict[str, dict] = {
     "popularity": dict(model={}, epochs=1),
     "bias": dict(model={}, epochs=1,
                  select={"item_shrink": [2.0, 10.0, 25.0], "user_shrink": [1.0, 3.0, 10.0]}),
-    "mf-foldin": dict(model=dict(algorithm_args=dict(dim=16, reg=0.02)), epochs=8,
+    "mf-foldin": dict(model=dict(algorithm_args=dict(dim=16, reg=0.02)), epochs=12,
                       select={"ridge": [0.3, 1.0, 3.0, 10.0]}),
-    "none": dict(model={}, epochs=8),
-    "finetune": dict(model=dict(adapt=HEAD, inner_steps=5), epochs=8,
+    "none": dict(model={}, epochs=12),
+    "finetune": dict(model=dict(adapt=HEAD, inner_steps=5), epochs=12,
                      select={"inner_lr": [0.003, 0.01, 0.03, 0.1]}),
-    "maml": dict(model=dict(adapt=HEAD, inner_steps=5, inner_lr=0.05), epochs=8),
-    "melu": dict(model=dict(adapt=HEAD, inner_steps=5, inner_lr=5e-6), epochs=8),  # the paper's local lr
-    "fomaml": dict(model=dict(adapt=HEAD, inner_steps=5, inner_lr=0.05), epochs=8),
+    "maml": dict(model=dict(adapt=HEAD, inner_steps=5, inner_lr=0.05), epochs=12),
+    "melu": dict(model=dict(adapt=HEAD, inner_steps=5, inner_lr=5e-6), epochs=12),  # the paper's local lr
+    "fomaml": dict(model=dict(adapt=HEAD, inner_steps=5, inner_lr=0.05), epochs=12),
     # its learned step sizes can grow until an inner loop diverges (seed 1 did, at epoch 7): skip and count such tasks
-    "metasgd": dict(model=dict(adapt=HEAD, inner_steps=5, inner_lr=0.05, on_divergence="skip"), epochs=8),
-    "anil": dict(model=dict(adapt=HEAD, inner_steps=5, inner_lr=0.05), epochs=8),
-    "reptile": dict(model=dict(adapt=HEAD, inner_steps=5, inner_lr=0.05), epochs=8),
-    "protonet": dict(model={}, epochs=8),
-    "matchingnet": dict(model={}, epochs=8),
-    "matchingnet-residual": dict(algorithm="matchingnet", model=dict(algorithm_args=dict(residual=True)), epochs=8),
+    "metasgd": dict(model=dict(adapt=HEAD, inner_steps=5, inner_lr=0.05, on_divergence="skip"), epochs=12),
+    "anil": dict(model=dict(adapt=HEAD, inner_steps=5, inner_lr=0.05), epochs=12),
+    "reptile": dict(model=dict(adapt=HEAD, inner_steps=5, inner_lr=0.05), epochs=12),
+    "protonet": dict(model={}, epochs=12),
+    "matchingnet": dict(model={}, epochs=12),
+    "matchingnet-residual": dict(algorithm="matchingnet", model=dict(algorithm_args=dict(residual=True)), epochs=12),
     # the plugin plugins/metarec-tanp; its attention option was chosen on synthetic worlds (docs/algorithms.md)
-    "tanp": dict(model=dict(algorithm_args=dict(deterministic="attention")), epochs=8),
+    "tanp": dict(model=dict(algorithm_args=dict(deterministic="attention")), epochs=12),
 }
 # id_dropout: the item-id vector is dropped for half the training samples, so the network also learns to predict
 # from content alone (every cold item's case); chosen on validation users (docs/results.md, "Network")
@@ -97,6 +104,33 @@ def trainer(epochs: int) -> L.Trainer:
                      num_sanity_val_steps=0, limit_val_batches=0, inference_mode=False)
 
 
+class KeepEpoch(L.Callback):
+    """Keeps a copy of the weights as they are at the end of epoch ``epoch`` (1-based)."""
+
+    def __init__(self, epoch: Optional[int]) -> None:
+        self.epoch, self.state = epoch, None
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if trainer.current_epoch + 1 == self.epoch:
+            self.state = copy.deepcopy(module.state_dict())
+
+
+def fit_best(module: MetaLearner, dm: MetaDataModule, epochs: int,
+             keep_epoch: Optional[int] = None) -> tuple[int, float, Optional[dict]]:
+    """Fit for ``epochs`` epochs, validating after each; load the weights of the epoch with the lowest validation
+    MAE and return that epoch (1-based), its MAE, and the weights at the end of ``keep_epoch`` (if given).  The
+    validation users choose the epoch; no test user is looked at."""
+    keep = KeepEpoch(keep_epoch)
+    with tempfile.TemporaryDirectory() as tmp:
+        best = ModelCheckpoint(dirpath=tmp, monitor="val/mae", mode="min", save_top_k=1, save_weights_only=True)
+        L.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, callbacks=[best, keep],
+                  enable_progress_bar=False, enable_model_summary=False, gradient_clip_val=1.0,
+                  num_sanity_val_steps=0, inference_mode=False).fit(module, dm)
+        checkpoint = torch.load(best.best_model_path, map_location="cpu", weights_only=False)
+    module.load_state_dict(checkpoint["state_dict"])
+    return checkpoint["epoch"] + 1, float(best.best_model_score), keep.state
+
+
 def validate(module: MetaLearner, dm: MetaDataModule) -> float:
     t = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
                   inference_mode=False)
@@ -126,16 +160,28 @@ def run_one(name: str, seed: int, dm: MetaDataModule, epoch_scale: float, lr: fl
                          num_users=dm.num_users, num_items=dm.num_items, optimizer=lambda p: torch.optim.Adam(p, lr=lr),
                          **{**COMMON, **spec["model"]})
     epochs = max(1, round(spec["epochs"] * epoch_scale))
+    cold_epoch = min(spec["cold_epoch"], epochs) if "cold_epoch" in spec else None
     start = time.perf_counter()
-    trainer(epochs).fit(module, dm)
+    best_epoch, _, cold_state = fit_best(module, dm, epochs, cold_epoch)
     train_s = time.perf_counter() - start
     chosen = run_select(module, dm, spec.get("select", {}))
     val_mae = validate(module, dm)
     start = time.perf_counter()
-    test = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+    test = test_all(module, dm)
+    if cold_state is not None:  # new items: the model of ``cold_epoch`` (chosen on held-out items, melu_tune.py)
+        module.load_state_dict(cold_state)
+        cold = test_all(module, dm)
+        old_items = [sc for sc in SCENARIOS if sc not in NEW_ITEM_SCENARIOS]  # pooled values would mix two models
+        test = {**{k: v for k, v in test.items() if k.split("/")[1] in old_items},
+                **{k: v for k, v in cold.items() if k.split("/")[1] in NEW_ITEM_SCENARIOS}}
+    return dict(method=name, seed=seed, epochs=epochs, best_epoch=best_epoch, cold_epoch=cold_epoch, train_s=train_s,
+                test_s=time.perf_counter() - start, val_mae=val_mae, chosen=chosen, test=test,
+                skipped_tasks=module.skipped_tasks)
+
+
+def test_all(module: MetaLearner, dm: MetaDataModule) -> dict[str, float]:
+    return L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
                      enable_model_summary=False, inference_mode=False).test(module, dm, verbose=False)[0]
-    return dict(method=name, seed=seed, epochs=epochs, train_s=train_s, test_s=time.perf_counter() - start,
-                val_mae=val_mae, chosen=chosen, test=test, skipped_tasks=module.skipped_tasks)
 
 
 _DATA_MODULES: dict[int, MetaDataModule] = {}  # per worker process: seed -> data module, shared by its methods
@@ -168,15 +214,17 @@ def render(results: list[dict], meta: dict) -> str:
              "state files). Tasks: 10 random query ratings per user, the rest (≥ 3) support; training users get a "
              "new random split every epoch (episodic training). Every evaluation-time knob (`bias` shrinkage, "
              "`mf-foldin` ridge, `finetune` step size) was chosen on the "
-             "validation users; nothing was tuned on test users. Training hyper-parameters are fixed, not tuned "
-             "(see `benchmarks/melu_table.py`). Network for all neural methods: MeLU's (32-d field embeddings, "
+             "validation users; nothing was tuned on test users. Each method trains for at most the epochs listed "
+             "under Run details and keeps the epoch with the lowest validation MAE; the other training "
+             "hyper-parameters are fixed, not tuned (see `benchmarks/melu_table.py`). Network for all neural methods: MeLU's (32-d field embeddings, "
              "decision layers 64×64) plus a 32-d item-id embedding (`data.id_features: [item]`; zero for items "
              "never seen in training, dropped for half the training samples: `id_dropout: 0.5`); the gradient-based meta-learners adapt the decision layers (`head.*`) "
              "with 5 local steps and meta-learn the embeddings, as MeLU does.", "",
              "Metrics: MAE/RMSE over all query ratings; nDCG@k ranks each user's 10 query items (graded relevance "
              "= rating); `like acc` = accuracy of (prediction ≥ 4) vs (rating ≥ 4); `hit@10`/`nDCG@10 (pool)`: "
              "each user's query positives (rating ≥ 4) ranked among 100 sampled items that user never rated "
-             "(drawn from the scenario's items). Mean ± std over seeds. `train s`: wall-clock fit time on "
+             "(drawn from the scenario's items). Mean ± std over seeds. `train s`: wall-clock fit time (with the "
+             "validation after every epoch) on "
              f"{meta['threads']} CPU thread(s)"
              + (f", {meta['jobs']} methods running side by side" if meta.get("jobs", 1) > 1 else "") + ".", ""]
     for sc in SCENARIOS:
@@ -194,11 +242,15 @@ def render(results: list[dict], meta: dict) -> str:
                          f"{statistics.fmean(r['train_s'] for r in by(m)):.0f} |")
         lines.append("")
     lines += targets(results, methods), ""
-    lines += ["## Run details", "", "| method | epochs | val MAE (warm val users) | knobs chosen on validation "
-              "| tasks skipped (inner loop diverged), per seed |", "|---|---|---|---|---|"]
+    lines += ["## Run details", "", "| method | most epochs | epoch kept for old items (best on warm validation "
+              "users), per seed | epoch for new items (`cold_epoch`, melu_tune.py) | val MAE (warm val users) "
+              "| knobs chosen on validation | tasks skipped (inner loop diverged), per seed |",
+              "|---|---|---|---|---|---|---|"]
     for m in methods:
         rs = by(m)
-        lines.append(f"| {m} | {rs[0]['epochs']} | {mean_std([r['val_mae'] for r in rs])} | "
+        kept = ", ".join(str(r.get("best_epoch", r["epochs"])) for r in rs)
+        cold = rs[0].get("cold_epoch") or "same"
+        lines.append(f"| {m} | {rs[0]['epochs']} | {kept} | {cold} | {mean_std([r['val_mae'] for r in rs])} | "
                      f"{'; '.join(json.dumps(r['chosen']) for r in rs) or '–'} | "
                      f"{', '.join(str(r.get('skipped_tasks', 0)) for r in rs)} |")
     total = sum(r["train_s"] + r["test_s"] for r in results) / max(1, len(seeds))

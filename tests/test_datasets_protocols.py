@@ -19,6 +19,7 @@ CASES = [  # (protocol, options, data set)
     ("item-cold", {"by": "random"}, "ml100k"),
     ("temporal", {"val_fraction": 0.2, "test_fraction": 0.2}, "ml100k"),
     ("melu", {"val_fraction": 0.3, "warm_test_fraction": 0.3}, "melu"),
+    ("melu", {"val_fraction": 0.3, "warm_test_fraction": 0.3, "val_items": 0.5, "min_ratings": 5}, "melu"),
     ("user-cold", {"val_fraction": 0.2, "test_fraction": 0.2}, "melu"),
 ]
 
@@ -103,6 +104,21 @@ def test_melu_protocol_uses_the_states_and_the_13_to_100_rule(roots):
     assert set(data.user[data.splits["test"]["user-cold"]].tolist()) <= set(range(46, 61))
     tasks = UserTaskSampler(query_size=10, min_support=3).tasks(data, data.splits["test"]["user-cold"], 0)
     assert all(len(t.query) == 10 and len(t.support) >= 3 for t in tasks)
+
+
+def test_melu_val_items_adds_a_new_item_validation_and_leaves_test_alone(roots):
+    plain = _load(roots, "melu", {"min_ratings": 5}, "melu").splits
+    data = _load(roots, "melu", {"min_ratings": 5, "val_items": 0.5}, "melu")
+    held = data.splits["val"]["item-cold"]
+    assert all(torch.equal(plain["test"][k], data.splits["test"][k]) for k in plain["test"])
+    held_items = set(data.item[held].tolist())
+    train = data.splits["train"]["train"]
+    # training keeps every row of the plain split except those of the held-out items
+    kept = [r for r in plain["train"]["train"].tolist() if data.item[r].item() not in held_items]
+    assert train.tolist() == kept and len(kept) < len(plain["train"]["train"])
+    assert not held_items & set(data.item[data.splits["val"]["warm"]].tolist())
+    counts = torch.bincount(data.user[held])
+    assert set(data.user[held].tolist()) <= set(data.user[train].tolist()) and counts[counts > 0].min() >= 5
 
 
 def test_unknown_protocol_or_option_is_one_line(roots):

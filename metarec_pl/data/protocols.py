@@ -8,6 +8,9 @@ inside each task is the task sampler's job (``data.sampler_args``).
 * ``melu``: MeLU's state files.  Per state, users with ``min_ratings``..``max_ratings`` ratings in that state
   (13..100) are kept.  Warm users are split into train / val / held-out warm test; test scenarios ``warm``,
   ``user-cold``, ``item-cold``, ``user+item-cold``.  MeLU's tasks: ``sampler_args: {query_size: 10, min_support: 3}``.
+  ``val_items`` (a fraction, default 0) holds that share of the warm items out of training and adds the
+  validation scenario ``item-cold``: the training users' ratings of those items (users with ``min_ratings`` or
+  more), so choices about new items are made on validation data too; the test scenarios are unchanged.
 * ``user-cold``: users split train/val/test; test users never appear in training.  K-shot evaluation:
   ``sampler_args: {min_support: K, max_support: K, query_size: Q}``.
 * ``item-cold``: items ordered by ``by`` (``count``: fewest ratings first, ``time``: latest first appearance
@@ -157,15 +160,24 @@ def item_cold(rows: Rows, seed: int = 0, by: str = "count", val_fraction: float 
 
 
 def melu(rows: Rows, seed: int = 0, val_fraction: float = 0.1, warm_test_fraction: float = 0.1,
-         min_ratings: Optional[int] = 13, max_ratings: Optional[int] = 100) -> Splits:
+         min_ratings: Optional[int] = 13, max_ratings: Optional[int] = 100, val_items: float = 0.0) -> Splits:
     if rows.state is None or tuple(rows.state_names) != MELU_STATES:
         raise DataError(f"{rows.name}: protocol 'melu' needs MeLU's state files (data set melu-movielens-1m)")
     state = {name: _keep_users(rows, _rows(rows.state == i), min_ratings, max_ratings, name)
              for i, name in enumerate(MELU_STATES)}
     warm = state.pop("warm")
     train, val, test = _split_ids(_ids(rows.user[warm]), [val_fraction, warm_test_fraction], seed, "melu warm")
-    return {"train": {"train": _of_users(rows, warm, train)}, "val": {"warm": _of_users(rows, warm, val)},
-            "test": {"warm": _of_users(rows, warm, test), **state}}
+    splits = {"train": {"train": _of_users(rows, warm, train)}, "val": {"warm": _of_users(rows, warm, val)},
+              "test": {"warm": _of_users(rows, warm, test), **state}}
+    if val_items > 0:  # validation on new items: the training users' ratings of held-out warm items
+        _, held_out = _split_ids(_ids(rows.item[warm]), [val_items], seed + 1, "melu val_items")
+        for stage, scenario in (("train", "train"), ("val", "warm")):
+            idx = splits[stage][scenario]
+            splits[stage][scenario] = idx[~_member(rows.item[idx], held_out)]
+        train_rows = _of_users(rows, warm, train)
+        cold = train_rows[_member(rows.item[train_rows], held_out)]
+        splits["val"]["item-cold"] = _keep_users(rows, cold, min_ratings, None, "melu val_items")
+    return splits
 
 
 @dataclass(frozen=True)

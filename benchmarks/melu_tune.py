@@ -1,0 +1,100 @@
+"""Choose, on validation data only, the training epoch whose model serves new items in the MeLU table.
+
+    python benchmarks/melu_tune.py --root ../shared/data/melu-ml-1m        # every trained method, seed 0
+
+Each method of ``melu_table.METHODS`` is trained as in the table, but on the ``melu`` protocol with
+``val_items: 0.2``: a fifth of the warm items is held out of training, and the training users' ratings of them
+form a validation scenario ``item-cold``.  After every epoch the validation MAE on warm validation users and on
+the held-out items is recorded.  On these curves more epochs keep helping warm users while new items get worse
+after a few epochs, so the table keeps two checkpoints per method: the best epoch on warm validation users
+(chosen in the table's own run) for ``warm`` and ``user-cold``, and ``cold_epoch`` (chosen here, the epoch with
+the lowest held-out-item MAE) for ``item-cold`` and ``user+item-cold``.  No test user is used.
+Output: the curves and choices as JSON (``--out``), and the ``cold_epoch`` values to copy into ``METHODS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import copy
+import json
+import multiprocessing
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from melu_table import COMMON, DATA, METHODS, setup  # noqa: E402
+
+from metarec_pl.bilevel import MetaLearner  # noqa: E402
+from metarec_pl.data.module import MetaDataModule  # noqa: E402
+
+VAL_ITEMS = 0.2
+
+
+class Curves(L.Callback):
+    """Validation MAE per scenario after every epoch (validation runs before ``on_train_epoch_end``)."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict] = []
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        m = trainer.callback_metrics
+        self.rows.append({"epoch": trainer.current_epoch + 1, "warm": float(m["val/warm/mae"]),
+                          "item-cold": float(m["val/item-cold/mae"])})
+
+
+def tune_one(name: str, seed: int, root: str, lr: float) -> dict:
+    spec = METHODS[name]
+    data = copy.deepcopy(DATA)
+    data["dataset_args"]["val_items"] = VAL_ITEMS
+    dm = MetaDataModule(root=root, seed=seed, candidates=None, **data)
+    L.seed_everything(seed, verbose=False)
+    module = MetaLearner(algorithm=spec.get("algorithm", name), schema=dm.schema, rating_mean=dm.rating_mean,
+                         num_users=dm.num_users, num_items=dm.num_items, optimizer=lambda p: torch.optim.Adam(p, lr=lr),
+                         **{**COMMON, **spec["model"]})
+    curves = Curves()
+    start = time.perf_counter()
+    L.Trainer(max_epochs=spec["epochs"], accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+              callbacks=[curves], enable_progress_bar=False, enable_model_summary=False, gradient_clip_val=1.0,
+              num_sanity_val_steps=0, inference_mode=False).fit(module, dm)
+    rows = curves.rows
+    best = {sc: min(rows, key=lambda r: r[sc])["epoch"] for sc in ("warm", "item-cold")}
+    return dict(method=name, seed=seed, fit_s=time.perf_counter() - start, curves=rows,
+                best_warm_epoch=best["warm"], cold_epoch=best["item-cold"])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--root", default="../shared/data/melu-ml-1m")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--methods", nargs="+", default=None, help="default: every method trained for more than 1 epoch")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", default="runs/melu_tune.json")
+    args = p.parse_args()
+    setup(args.threads)
+    methods = args.methods or [m for m, spec in METHODS.items() if spec["epochs"] > 1]
+    results = []
+    with concurrent.futures.ProcessPoolExecutor(args.jobs, multiprocessing.get_context("spawn"), initializer=setup,
+                                                initargs=(args.threads,)) as pool:
+        jobs = [pool.submit(tune_one, m, args.seed, args.root, args.lr) for m in methods]
+        for job in concurrent.futures.as_completed(jobs):
+            r = job.result()
+            print(f"{r['method']:22s} fit {r['fit_s']:5.0f}s  best warm epoch {r['best_warm_epoch']:2d}  "
+                  f"cold_epoch {r['cold_epoch']:2d}  " + " ".join(
+                      f"{c['warm']:.3f}/{c['item-cold']:.3f}" for c in r["curves"]), flush=True)
+            results.append(r)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(dict(command="python " + " ".join(sys.argv), val_items=VAL_ITEMS,
+                                              results=sorted(results, key=lambda r: methods.index(r["method"]))),
+                                         indent=1))
+    print("cold_epoch per method:", json.dumps({r["method"]: r["cold_epoch"] for r in results}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""benchmarks/melu_table.py keeps the epoch with the lowest validation MAE (never a test user's), and the weights
+of a given epoch (the model for new items)."""
+
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from _datasets_fixtures import write_melu
+from metarec_pl.bilevel import MetaLearner
+from metarec_pl.data.module import MetaDataModule
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import melu_table  # noqa: E402
+
+
+def _fit(root: str, best: bool, epochs: int = 4):
+    dm = MetaDataModule(root=root, seed=0, candidates=None, **{**melu_table.DATA, "tasks_per_batch": 8})
+    L.seed_everything(0, verbose=False)
+    module = MetaLearner(algorithm="maml", schema=dm.schema, rating_mean=dm.rating_mean, num_users=dm.num_users,
+                         num_items=dm.num_items, optimizer=lambda p: torch.optim.Adam(p, lr=3e-3),
+                         **{**melu_table.COMMON, **melu_table.METHODS["maml"]["model"]})
+    if best:
+        return module, dm, melu_table.fit_best(module, dm, epochs=epochs, keep_epoch=2)
+    # validating after every epoch as fit_best does (evaluation draws random numbers too)
+    L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False, gradient_clip_val=1.0, num_sanity_val_steps=0,
+              inference_mode=False).fit(module, dm)
+    return module, dm, None
+
+
+def test_fit_best_loads_the_best_validation_epoch(tmp_path):
+    root = str(write_melu(tmp_path / "melu", warm_name="warm_state.reconstructed.json"))
+    module, dm, (epoch, score, second) = _fit(root, best=True)
+    assert 1 <= epoch <= 4
+    assert melu_table.validate(module, dm) == pytest.approx(score, abs=1e-6)  # the loaded weights are that epoch's
+    last, dm_last, _ = _fit(root, best=False)  # the same run without selection ends at epoch 4
+    assert score <= melu_table.validate(last, dm_last) + 1e-6
+    two, _, _ = _fit(root, best=False, epochs=2)  # keep_epoch=2: the weights as they were after epoch 2
+    assert second.keys() == two.state_dict().keys()
+    assert all(torch.equal(second[k], v) for k, v in two.state_dict().items())
