@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import lightning as L
 import torch
@@ -47,29 +47,33 @@ META = ("maml", "melu", "fomaml", "metasgd", "anil", "reptile", "protonet", "mat
         "tanp")
 HEAD = ["head.*"]  # MeLU: the decision layers adapt, the embeddings are meta-learned
 
-# name -> MetaLearner kwargs, most epochs (the best on validation is kept), and evaluation-time knobs chosen on the
-# validation users; ``algorithm`` when the row's name is not the registered algorithm's (a variant)
+# name -> MetaLearner kwargs, most epochs (the best on warm validation users is kept), the epoch whose weights serve
+# new items (``cold_epoch``: lowest MAE on held-out validation items, benchmarks/melu_tune.py, seed 0;
+# benchmarks/results/melu_tune_seed0.json), and evaluation-time knobs chosen on the validation users; ``algorithm``
+# when the row's name is not the registered algorithm's (a variant)
 METHODS: dict[str, dict] = {
     "popularity": dict(model={}, epochs=1),
     "bias": dict(model={}, epochs=1,
                  select={"item_shrink": [2.0, 10.0, 25.0], "user_shrink": [1.0, 3.0, 10.0]}),
-    "mf-foldin": dict(model=dict(algorithm_args=dict(dim=16, reg=0.02)), epochs=12,
+    "mf-foldin": dict(model=dict(algorithm_args=dict(dim=16, reg=0.02)), epochs=12, cold_epoch=9,
                       select={"ridge": [0.3, 1.0, 3.0, 10.0]}),
-    "none": dict(model={}, epochs=12),
-    "finetune": dict(model=dict(adapt=HEAD, inner_steps=5), epochs=12,
+    "none": dict(model={}, epochs=12, cold_epoch=2),
+    "finetune": dict(model=dict(adapt=HEAD, inner_steps=5), epochs=12, cold_epoch=2,
                      select={"inner_lr": [0.003, 0.01, 0.03, 0.1]}),
-    "maml": dict(model=dict(adapt=HEAD, inner_steps=5, inner_lr=0.05), epochs=12),
-    "melu": dict(model=dict(adapt=HEAD, inner_steps=5, inner_lr=5e-6), epochs=12),  # the paper's local lr
-    "fomaml": dict(model=dict(adapt=HEAD, inner_steps=5, inner_lr=0.05), epochs=12),
+    "maml": dict(model=dict(adapt=HEAD, inner_steps=5, inner_lr=0.05), epochs=12, cold_epoch=5),
+    "melu": dict(model=dict(adapt=HEAD, inner_steps=5, inner_lr=5e-6), epochs=12, cold_epoch=2),  # the paper's local lr
+    "fomaml": dict(model=dict(adapt=HEAD, inner_steps=5, inner_lr=0.05), epochs=12, cold_epoch=7),
     # its learned step sizes can grow until an inner loop diverges (seed 1 did, at epoch 7): skip and count such tasks
-    "metasgd": dict(model=dict(adapt=HEAD, inner_steps=5, inner_lr=0.05, on_divergence="skip"), epochs=12),
-    "anil": dict(model=dict(adapt=HEAD, inner_steps=5, inner_lr=0.05), epochs=12),
-    "reptile": dict(model=dict(adapt=HEAD, inner_steps=5, inner_lr=0.05), epochs=12),
-    "protonet": dict(model={}, epochs=12),
-    "matchingnet": dict(model={}, epochs=12),
-    "matchingnet-residual": dict(algorithm="matchingnet", model=dict(algorithm_args=dict(residual=True)), epochs=12),
+    "metasgd": dict(model=dict(adapt=HEAD, inner_steps=5, inner_lr=0.05, on_divergence="skip"), epochs=12,
+                    cold_epoch=3),
+    "anil": dict(model=dict(adapt=HEAD, inner_steps=5, inner_lr=0.05), epochs=12, cold_epoch=5),
+    "reptile": dict(model=dict(adapt=HEAD, inner_steps=5, inner_lr=0.05), epochs=12, cold_epoch=6),
+    "protonet": dict(model={}, epochs=12, cold_epoch=2),
+    "matchingnet": dict(model={}, epochs=12, cold_epoch=1),
+    "matchingnet-residual": dict(algorithm="matchingnet", model=dict(algorithm_args=dict(residual=True)), epochs=12,
+                                 cold_epoch=1),
     # the plugin plugins/metarec-tanp; its attention option was chosen on synthetic worlds (docs/algorithms.md)
-    "tanp": dict(model=dict(algorithm_args=dict(deterministic="attention")), epochs=12),
+    "tanp": dict(model=dict(algorithm_args=dict(deterministic="attention")), epochs=12, cold_epoch=6),
 }
 # id_dropout: the item-id vector is dropped for half the training samples, so the network also learns to predict
 # from content alone (every cold item's case); chosen on validation users (docs/results.md, "Network")
@@ -167,19 +171,22 @@ def run_one(name: str, seed: int, dm: MetaDataModule, epoch_scale: float, lr: fl
     chosen = run_select(module, dm, spec.get("select", {}))
     val_mae = validate(module, dm)
     start = time.perf_counter()
-    test = test_all(module, dm)
-    if cold_state is not None:  # new items: the model of ``cold_epoch`` (chosen on held-out items, melu_tune.py)
+    if cold_state is None:
+        test = run_test(module, dm)
+    else:  # new items: the model of ``cold_epoch`` (chosen on held-out items, melu_tune.py); pooled values dropped
+        old_items = [sc for sc in SCENARIOS if sc not in NEW_ITEM_SCENARIOS]
+        test = {k: v for k, v in run_test(module, dm, old_items).items() if k.split("/")[1] in old_items}
         module.load_state_dict(cold_state)
-        cold = test_all(module, dm)
-        old_items = [sc for sc in SCENARIOS if sc not in NEW_ITEM_SCENARIOS]  # pooled values would mix two models
-        test = {**{k: v for k, v in test.items() if k.split("/")[1] in old_items},
-                **{k: v for k, v in cold.items() if k.split("/")[1] in NEW_ITEM_SCENARIOS}}
+        test.update({k: v for k, v in run_test(module, dm, NEW_ITEM_SCENARIOS).items()
+                     if k.split("/")[1] in NEW_ITEM_SCENARIOS})
     return dict(method=name, seed=seed, epochs=epochs, best_epoch=best_epoch, cold_epoch=cold_epoch, train_s=train_s,
                 test_s=time.perf_counter() - start, val_mae=val_mae, chosen=chosen, test=test,
                 skipped_tasks=module.skipped_tasks)
 
 
-def test_all(module: MetaLearner, dm: MetaDataModule) -> dict[str, float]:
+def run_test(module: MetaLearner, dm: MetaDataModule, scenarios: Optional[Sequence[str]] = None) -> dict[str, float]:
+    """Test metrics on ``scenarios`` (``None``: every test scenario)."""
+    dm.test_scenarios = scenarios
     return L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
                      enable_model_summary=False, inference_mode=False).test(module, dm, verbose=False)[0]
 

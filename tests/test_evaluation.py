@@ -174,3 +174,23 @@ def test_candidates_do_not_change_the_rating_metrics(world_dm):
     for scenario in ("user-cold", "item-cold", "user+item-cold"):
         assert with_pool[f"test/{scenario}/mae"] == pytest.approx(without[f"test/{scenario}/mae"], abs=1e-5)
         assert f"test/{scenario}/pool/hit@10" in with_pool and f"test/{scenario}/pool/hit@10" not in without
+
+
+def test_test_scenarios_give_the_full_tests_values_for_those_scenarios(tmp_path):
+    from _datasets_fixtures import write_melu
+
+    dm = MetaDataModule(dataset="melu-movielens-1m", root=str(write_melu(tmp_path / "melu")),
+                        sampler_args=dict(query_size=10, min_support=3), eval_tasks_per_batch=4, candidates=20)
+    L.seed_everything(0)
+    module = MetaLearner(algorithm="maml", adapt=["head.*"], inner_steps=2, inner_lr=0.05, schema=dm.schema,
+                         rating_mean=dm.rating_mean, network_args=dict(embedding_dim=8))
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    full = trainer.test(module, dm, verbose=False)[0]
+    dm.test_scenarios = ["item-cold", "user+item-cold"]
+    part = trainer.test(module, dm, verbose=False)[0]
+    scenarios = {k.split("/")[1] for k in part} & {"warm", "user-cold", "item-cold", "user+item-cold"}
+    assert scenarios == {"item-cold", "user+item-cold"}  # and the pool metrics too: same candidate pools
+    assert all(part[k] == pytest.approx(full[k], abs=1e-6) for k in part if k.split("/")[1] in scenarios)
+    dm.test_scenarios = ["item cold"]
+    with pytest.raises(DataError, match="data.test_scenarios: no test scenario 'item cold'; this data set's are: warm"):
+        dm.test_dataloader()

@@ -134,6 +134,9 @@ class MetaDataModule(L.LightningDataModule):
             outer loss sees the same ``query_size`` ratings of each user every time.
         drop_features: leave these fields out: keys (``["user_zip"]``) or whole sides (``["user"]``); applied
             before ``id_features``, so ``drop_features: [user]`` with ``id_features: [item]`` keeps item id + content.
+        test_scenarios: test only these scenarios (``None``: all).  Tasks and candidate pools are drawn for the
+            whole test split first, so each scenario's numbers equal those of a full test.  An attribute too, so a
+            script can test one model on some scenarios and another model on the rest.
     """
 
     def __init__(self, dataset: str = "synthetic", root: Optional[str] = None,
@@ -142,9 +145,10 @@ class MetaDataModule(L.LightningDataModule):
                  eval_tasks_per_batch: Optional[int] = None, num_workers: int = 0, seed: int = 0,
                  candidates: Optional[Union[int, str]] = None, predict_file: Optional[str] = None,
                  id_features: Sequence[str] = (), resample_splits: bool = True,
-                 drop_features: Sequence[str] = ()) -> None:
+                 drop_features: Sequence[str] = (), test_scenarios: Optional[Sequence[str]] = None) -> None:
         super().__init__()
         self.save_hyperparameters()
+        self.test_scenarios = test_scenarios
         self.predict_users: Optional[list] = None  # the NewUsers read from predict_file, by task key
         if candidates is not None:
             check_pool_size(candidates)
@@ -204,8 +208,16 @@ class MetaDataModule(L.LightningDataModule):
         return self.tasks[stage]
 
     def _loader(self, stage: str, batch: int, shuffle: bool) -> DataLoader:
-        """One loader over every scenario of ``stage``; each batch holds tasks of one scenario only."""
-        tasks = [t for scenario_tasks in self.stage_tasks(stage).values() for t in scenario_tasks]
+        """One loader over every scenario of ``stage`` (at test: of ``test_scenarios``); each batch holds tasks of
+        one scenario only."""
+        scenarios = self.stage_tasks(stage)
+        if stage == "test" and self.test_scenarios is not None:
+            unknown = sorted(set(self.test_scenarios) - set(scenarios))
+            if unknown:
+                raise DataError(f"data.test_scenarios: no test scenario {', '.join(map(repr, unknown))}; this data "
+                                f"set's are: {', '.join(scenarios)}")
+            scenarios = {k: v for k, v in scenarios.items() if k in self.test_scenarios}
+        tasks = [t for scenario_tasks in scenarios.values() for t in scenario_tasks]
         gen = torch.Generator().manual_seed(self.hparams.seed)
         episodic = stage == "train" and self.hparams.resample_splits
         sampler = ScenarioBatchSampler(tasks, batch, shuffle, gen, with_epoch=episodic)
