@@ -5,10 +5,11 @@
     python benchmarks/melu_table.py --render --wandb PROJECT                      # re-render; log a wandb.Table
 
 Each method: fit on the training users (``melu`` protocol: MeLU's warm state split into train / val / held-out warm
-users) for up to ``epochs`` epochs, keeping the epoch with the lowest validation MAE (Lightning's
-``ModelCheckpoint``); then every evaluation-time knob listed in ``select`` is chosen on the validation users (never
-on test users); then ``test`` on the four scenarios with 100 sampled unrated candidates per user for the top-k
-metrics.
+users) for up to ``epochs`` epochs, validating after each: the epoch with the lowest validation MAE (Lightning's
+``ModelCheckpoint``) serves known items (``warm``, ``user-cold``), the weights after ``cold_epoch`` epochs (chosen on
+held-out validation items by ``melu_tune.py``) serve new items (``item-cold``, ``user+item-cold``); every
+evaluation-time knob listed in ``select`` is chosen on the validation users (never on test users); then ``test`` on
+the four scenarios with 100 sampled unrated candidates per user for the top-k metrics.
 Raw numbers go to ``runs/melu_table/results.json``; ``--render`` rewrites the markdown from it without training.
 """
 
@@ -175,8 +176,8 @@ def run_one(name: str, seed: int, dm: MetaDataModule, epoch_scale: float, lr: fl
     if cold_state is None:
         test = run_test(module, dm)
     else:  # new items: the model of ``cold_epoch`` (chosen on held-out items, melu_tune.py); pooled values dropped
-        old_items = [sc for sc in SCENARIOS if sc not in NEW_ITEM_SCENARIOS]
-        test = {k: v for k, v in run_test(module, dm, old_items).items() if k.split("/")[1] in old_items}
+        known_items = [sc for sc in SCENARIOS if sc not in NEW_ITEM_SCENARIOS]
+        test = {k: v for k, v in run_test(module, dm, known_items).items() if k.split("/")[1] in known_items}
         module.load_state_dict(cold_state)
         test.update({k: v for k, v in run_test(module, dm, NEW_ITEM_SCENARIOS).items()
                      if k.split("/")[1] in NEW_ITEM_SCENARIOS})

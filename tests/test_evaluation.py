@@ -191,6 +191,8 @@ def test_test_scenarios_give_the_full_tests_values_for_those_scenarios(tmp_path)
     scenarios = {k.split("/")[1] for k in part} & {"warm", "user-cold", "item-cold", "user+item-cold"}
     assert scenarios == {"item-cold", "user+item-cold"}  # and the pool metrics too: same candidate pools
     assert all(part[k] == pytest.approx(full[k], abs=1e-6) for k in part if k.split("/")[1] in scenarios)
+    with pytest.raises(DataError, match="data.test_scenarios: 'item-cold' is not a list"):
+        MetaDataModule(test_scenarios="item-cold")
     dm.test_scenarios = ["item cold"]
     with pytest.raises(DataError, match="data.test_scenarios: no test scenario 'item cold'; this data set's are: warm"):
         dm.test_dataloader()

@@ -155,6 +155,9 @@ class MetaDataModule(L.LightningDataModule):
         if isinstance(id_features, str) or not set(id_features) <= {"user", "item"}:
             raise DataError(f"data.id_features: {id_features!r} is not a list of sides; expected a list of "
                             "'user' and/or 'item'")
+        if isinstance(test_scenarios, str):
+            raise DataError(f"data.test_scenarios: {test_scenarios!r} is not a list; expected a list of test scenario "
+                            "names (e.g. ['item-cold'])")
         if isinstance(drop_features, str):
             raise DataError(f"data.drop_features: {drop_features!r} is not a list; expected a list of field keys "
                             "(e.g. ['user_zip']) or sides ('user', 'item')")
