@@ -119,6 +119,8 @@ def test_melu_val_items_adds_a_new_item_validation_and_leaves_test_alone(roots):
     assert not held_items & set(data.item[data.splits["val"]["warm"]].tolist())
     counts = torch.bincount(data.user[held])
     assert set(data.user[held].tolist()) <= set(data.user[train].tolist()) and counts[counts > 0].min() >= 5
+    with pytest.raises(DataError, match="melu val_items: fractions"):
+        _load(roots, "melu", {"val_items": -0.1}, "melu")
 
 
 def test_unknown_protocol_or_option_is_one_line(roots):

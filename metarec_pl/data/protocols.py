@@ -169,14 +169,14 @@ def melu(rows: Rows, seed: int = 0, val_fraction: float = 0.1, warm_test_fractio
     train, val, test = _split_ids(_ids(rows.user[warm]), [val_fraction, warm_test_fraction], seed, "melu warm")
     splits = {"train": {"train": _of_users(rows, warm, train)}, "val": {"warm": _of_users(rows, warm, val)},
               "test": {"warm": _of_users(rows, warm, test), **state}}
-    if val_items > 0:  # validation on new items: the training users' ratings of held-out warm items
-        _, held_out = _split_ids(_ids(rows.item[warm]), [val_items], seed + 1, "melu val_items")
+    if val_items:  # validation on new items: the training users' ratings of held-out warm items
+        _, held_out = _split_ids(_ids(rows.item[warm]), [val_items], seed + 1, "melu val_items")  # checks the fraction
+        train_rows = splits["train"]["train"]
+        cold = train_rows[_member(rows.item[train_rows], held_out)]
+        splits["val"]["item-cold"] = _keep_users(rows, cold, min_ratings, None, "melu val_items")
         for stage, scenario in (("train", "train"), ("val", "warm")):
             idx = splits[stage][scenario]
             splits[stage][scenario] = idx[~_member(rows.item[idx], held_out)]
-        train_rows = _of_users(rows, warm, train)
-        cold = train_rows[_member(rows.item[train_rows], held_out)]
-        splits["val"]["item-cold"] = _keep_users(rows, cold, min_ratings, None, "melu val_items")
     return splits
 
 
