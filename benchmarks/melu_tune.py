@@ -78,7 +78,11 @@ def main() -> None:
     p.add_argument("--out", default="runs/melu_tune.json")
     args = p.parse_args()
     setup(args.threads)
-    methods = args.methods or [m for m, spec in METHODS.items() if spec["epochs"] > 1]
+    trained = [m for m, spec in METHODS.items() if spec["epochs"] > 1]
+    methods = args.methods or trained
+    unknown = [m for m in methods if m not in trained]
+    if unknown:
+        sys.exit(f"melu_tune: unknown or untrained method(s) {', '.join(unknown)}; expected some of: {', '.join(trained)}")
     results = []
     with concurrent.futures.ProcessPoolExecutor(args.jobs, multiprocessing.get_context("spawn"), initializer=setup,
                                                 initargs=(args.threads,)) as pool:
