@@ -82,7 +82,8 @@ def main() -> None:
     methods = args.methods or trained
     unknown = [m for m in methods if m not in trained]
     if unknown:
-        sys.exit(f"melu_tune: unknown or untrained method(s) {', '.join(unknown)}; expected some of: {', '.join(trained)}")
+        sys.exit(f"melu_tune: unknown or untrained method(s) {', '.join(unknown)}; expected some of: "
+                 f"{', '.join(trained)}")
     results = []
     with concurrent.futures.ProcessPoolExecutor(args.jobs, multiprocessing.get_context("spawn"), initializer=setup,
                                                 initargs=(args.threads,)) as pool:
