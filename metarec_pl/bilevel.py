@@ -72,7 +72,7 @@ def _adapt_tasks(model: nn.Module, algorithm: Algorithm, batch: TaskBatch, steps
     When only ``head.*`` parameters adapt, the encoder runs once per task instead of once per step; with no
     inner steps (``none``, evaluation with ``eval_inner_steps: 0``) the network runs once on the whole batch.
     A Linear/ReLU head gets its inner gradients from ``linear_stack_backward`` (written out, so the outer pass
-    has no double backward), and, under plain SGD, its first layer in kernel form (``KernelFirstLayer``).
+    has no double backward), and, under plain SGD in training, its first layer in kernel form (``KernelFirstLayer``).
     """
     s, q = batch.support, batch.query
     if steps == 0 and not algorithm.needs_fast_weights:  # nothing adapts: the shared weights serve every task
@@ -97,8 +97,10 @@ def _adapt_tasks(model: nn.Module, algorithm: Algorithm, batch: TaskBatch, steps
     written_out = stacked and has_written_out_backward(net)  # inner gradients as plain ops: no double backward
     tracked = torch.is_grad_enabled()
     kernel = None
-    if written_out and KernelFirstLayer.fits(net, algorithm, [n[strip:] for n in algorithm.adapted_names]):
-        kernel = KernelFirstLayer(net, dict(net.named_parameters()), x_support, create_graph and tracked)
+    # kernel form only while training: without a graph the per-task weights cost no backward, and a large query
+    # (a whole catalogue in ``recommend``) makes the kernel products dearer than the copies (docs/cli.md, Latency)
+    if tracked and written_out and KernelFirstLayer.fits(net, algorithm, [n[strip:] for n in algorithm.adapted_names]):
+        kernel = KernelFirstLayer(net, dict(net.named_parameters()), x_support, create_graph)
         x_support, x_query = kernel.inputs(x_support), kernel.inputs(x_query)  # (output at W_0, kernel)
     state = f"head.{KernelFirstLayer.state}"
     start = 0 if kernel is None else 1  # the kernel form computes the first layer's output itself

@@ -168,6 +168,19 @@ def test_kernel_first_layer_is_used_exactly_where_it_applies(tiny_world, algorit
     assert bool(calls) is expected
 
 
+def test_kernel_first_layer_is_not_used_without_gradients(tiny_world, monkeypatch):
+    """Evaluation (no graph) forms the per-task weights instead: cheaper when the query is a whole catalogue."""
+    from metarec_pl.inner_tools import KernelFirstLayer
+
+    _, data = tiny_world
+    module = MetaLearner(algorithm="maml", network="melu", adapt=["head.*"], inner_steps=2, schema=data.schema)
+    calls = []
+    monkeypatch.setattr(KernelFirstLayer, "start", lambda self: calls.append(1) or torch.zeros(1, 1, 1))
+    with torch.no_grad():
+        module.adapt(unequal_batch(data, SUPPORT_SIZES), steps=2)
+    assert not calls
+
+
 def test_kernel_first_layer_gives_the_adapted_weights(tiny_world, monkeypatch):
     """An algorithm that reads the adapted weights gets the same ones from the kernel form as from per-task copies."""
     from metarec_pl.inner_tools import KernelFirstLayer

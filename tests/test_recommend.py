@@ -71,6 +71,15 @@ def test_adaptation_uses_the_ratings_and_the_profile(trained):
     assert not torch.equal(rec.score(lover, probe, {"age": 0}), rec.score(lover, probe, {"age": 6}))
 
 
+def test_scoring_builds_no_autograd_graph(trained, monkeypatch):
+    rec = Recommender.from_checkpoint(trained[0])
+    adapt, grad_mode = rec.module.adapt, []
+    record = lambda *a, **k: grad_mode.append(torch.is_grad_enabled()) or adapt(*a, **k)  # noqa: E731
+    monkeypatch.setattr(rec.module, "adapt", record)
+    rec.score({i: 4.0 for i in rec.catalogue.items[:5].tolist()}, rec.catalogue.items[5:40].tolist())
+    assert grad_mode == [False]
+
+
 def test_batched_users_equal_one_at_a_time(trained):
     rec = Recommender.from_checkpoint(trained[0], batch_size=4)  # 10 users -> 3 unequal batches
     gen = torch.Generator().manual_seed(1)
