@@ -18,12 +18,10 @@ import time
 from pathlib import Path
 
 import lightning as L
-import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from melu_table import COMMON, METHODS, run_select, setup, trainer, wandb_logger  # noqa: E402
+from melu_table import METHODS, build_module, run_select, run_test, setup, trainer, wandb_logger  # noqa: E402
 
-from metarec_pl.bilevel import MetaLearner  # noqa: E402
 from metarec_pl.data.module import MetaDataModule  # noqa: E402
 
 KS = (5, 10, 20, 30, 50)
@@ -66,18 +64,14 @@ def main() -> None:
     for name in args.methods:
         spec = METHODS[name]
         L.seed_everything(args.seed, verbose=False)
-        module = MetaLearner(algorithm=name, schema=dm.schema, rating_mean=dm.rating_mean, num_users=dm.num_users,
-                             num_items=dm.num_items, optimizer=lambda ps: torch.optim.Adam(ps, lr=args.lr),
-                             **{**COMMON, **spec["model"]})
+        module = build_module(name, dm, args.lr)
         start = time.perf_counter()
         trainer(max(1, round(spec["epochs"] * args.epoch_scale))).fit(module, dm)
         chosen = run_select(module, dm, spec.get("select", {}))
         results[name] = {}
         for k in KS:
             dm_k = data_module(args.root, args.seed, k)
-            out = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                            enable_model_summary=False, inference_mode=False).test(module, dm_k, verbose=False)[0]
-            results[name][k] = out["test/user-cold/mae"]
+            results[name][k] = run_test(module, dm_k)["test/user-cold/mae"]
         seconds[name] = time.perf_counter() - start
         print(f"{name:10s} {seconds[name]:6.1f}s chosen {chosen} "
               + " ".join(f"K={k}: {v:.4f}" for k, v in results[name].items()), flush=True)

@@ -104,10 +104,21 @@ def wandb_logger(project: str, name: str, **kwargs):
     return WandbLogger(project=project, name=name, save_dir="runs/wandb", **kwargs)
 
 
-def trainer(epochs: int) -> L.Trainer:
-    return L.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                     enable_progress_bar=False, enable_model_summary=False, gradient_clip_val=1.0,
-                     num_sanity_val_steps=0, limit_val_batches=0, inference_mode=False)
+def build_module(name: str, dm: MetaDataModule, lr: float) -> MetaLearner:
+    """The table's ``name`` row as a fresh ``MetaLearner`` for ``dm`` (outer optimiser Adam at ``lr``)."""
+    spec = METHODS[name]
+    return MetaLearner(algorithm=spec.get("algorithm", name), schema=dm.schema, rating_mean=dm.rating_mean,
+                       num_users=dm.num_users, num_items=dm.num_items, optimizer=lambda p: torch.optim.Adam(p, lr=lr),
+                       **{**COMMON, **spec["model"]})
+
+
+def trainer(epochs: int, callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
+    """The table's training settings; with ``callbacks``, validation runs after every epoch (they read it)."""
+    checkpoints = any(isinstance(c, ModelCheckpoint) for c in callbacks)
+    return L.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=checkpoints,
+                     callbacks=list(callbacks), enable_progress_bar=False, enable_model_summary=False,
+                     gradient_clip_val=1.0, num_sanity_val_steps=0, limit_val_batches=None if callbacks else 0,
+                     inference_mode=False)
 
 
 class KeepEpoch(L.Callback):
@@ -129,9 +140,7 @@ def fit_best(module: MetaLearner, dm: MetaDataModule, epochs: int,
     keep = KeepEpoch(keep_epoch)
     with tempfile.TemporaryDirectory() as tmp:
         best = ModelCheckpoint(dirpath=tmp, monitor="val/mae", mode="min", save_top_k=1, save_weights_only=True)
-        L.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, callbacks=[best, keep],
-                  enable_progress_bar=False, enable_model_summary=False, gradient_clip_val=1.0,
-                  num_sanity_val_steps=0, inference_mode=False).fit(module, dm)
+        trainer(epochs, [best, keep]).fit(module, dm)
         checkpoint = torch.load(best.best_model_path, map_location="cpu", weights_only=False)
     module.load_state_dict(checkpoint["state_dict"])
     return checkpoint["epoch"] + 1, float(best.best_model_score), keep.state
@@ -162,9 +171,7 @@ def run_select(module: MetaLearner, dm: MetaDataModule, select: dict[str, list])
 def run_one(name: str, seed: int, dm: MetaDataModule, epoch_scale: float, lr: float) -> dict:
     spec = METHODS[name]
     L.seed_everything(seed, verbose=False)
-    module = MetaLearner(algorithm=spec.get("algorithm", name), schema=dm.schema, rating_mean=dm.rating_mean,
-                         num_users=dm.num_users, num_items=dm.num_items, optimizer=lambda p: torch.optim.Adam(p, lr=lr),
-                         **{**COMMON, **spec["model"]})
+    module = build_module(name, dm, lr)
     epochs = max(1, round(spec["epochs"] * epoch_scale))
     cold_epoch = min(spec["cold_epoch"], epochs) if "cold_epoch" in spec else None
     start = time.perf_counter()

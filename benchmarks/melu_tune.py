@@ -24,12 +24,10 @@ import time
 from pathlib import Path
 
 import lightning as L
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from melu_table import COMMON, DATA, METHODS, setup  # noqa: E402
+from melu_table import DATA, METHODS, build_module, setup, trainer  # noqa: E402
 
-from metarec_pl.bilevel import MetaLearner  # noqa: E402
 from metarec_pl.data.module import MetaDataModule  # noqa: E402
 
 VAL_ITEMS = 0.2
@@ -53,14 +51,10 @@ def tune_one(name: str, seed: int, root: str, lr: float) -> dict:
     data["dataset_args"]["val_items"] = VAL_ITEMS
     dm = MetaDataModule(root=root, seed=seed, candidates=None, **data)
     L.seed_everything(seed, verbose=False)
-    module = MetaLearner(algorithm=spec.get("algorithm", name), schema=dm.schema, rating_mean=dm.rating_mean,
-                         num_users=dm.num_users, num_items=dm.num_items, optimizer=lambda p: torch.optim.Adam(p, lr=lr),
-                         **{**COMMON, **spec["model"]})
+    module = build_module(name, dm, lr)
     curves = Curves()
     start = time.perf_counter()
-    L.Trainer(max_epochs=spec["epochs"], accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-              callbacks=[curves], enable_progress_bar=False, enable_model_summary=False, gradient_clip_val=1.0,
-              num_sanity_val_steps=0, inference_mode=False).fit(module, dm)
+    trainer(spec["epochs"], [curves]).fit(module, dm)
     rows = curves.rows
     best = {sc: min(rows, key=lambda r: r[sc])["epoch"] for sc in ("warm", "item-cold")}
     return dict(method=name, seed=seed, fit_s=time.perf_counter() - start, curves=rows,

@@ -281,9 +281,14 @@ class MetaLearner(L.LightningModule):
         self.log("train/query_mse", result.query_loss.mean().detach(), batch_size=len(batch))
         return loss
 
-    def _evaluate(self, batch: TaskBatch, stage: str, batch_idx: int = 0) -> None:
+    def adapted_predictions(self, batch: TaskBatch) -> Tensor:
+        """Query predictions after each task's adaptation, building no autograd graph.  Works inside Lightning's
+        inference mode too: ``inference_mode(False)`` turns gradient tracking back on, so ``no_grad`` follows it."""
         with torch.inference_mode(False), torch.no_grad():
-            adapted = self.adapt(_outside_inference_mode(batch)).query_pred
+            return self.adapt(_outside_inference_mode(batch)).query_pred
+
+    def _evaluate(self, batch: TaskBatch, stage: str, batch_idx: int = 0) -> None:
+        adapted = self.adapted_predictions(batch)
         bad = divergence.diverged(adapted, batch.query.mask)
         if self.hparams.on_divergence == "skip" or bad.any():
             kept = self._drop_diverged(batch, bad, stage, batch_idx)
@@ -302,9 +307,7 @@ class MetaLearner(L.LightningModule):
         self._evaluate(batch, "test", batch_idx)
 
     def predict_step(self, batch: TaskBatch, batch_idx: int) -> dict[str, Any]:
-        with torch.inference_mode(False), torch.no_grad():
-            batch = _outside_inference_mode(batch)
-            pred = self.adapt(batch).query_pred
+        pred = self.adapted_predictions(batch)
         return {"scenario": batch.scenario, "key": batch.key, "item": batch.query.item,
                 "mask": batch.query.mask, "prediction": pred.float()}
 

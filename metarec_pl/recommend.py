@@ -222,9 +222,7 @@ class Recommender:
     def _predict(self, batch: TaskBatch) -> Tensor:
         device = self.module.device
         batch = batch if device.type == "cpu" else _to(batch, device)
-        # inference_mode(False) turns gradient tracking back on, so no_grad comes after it: no graph is built
-        with torch.inference_mode(False), torch.no_grad():
-            return self.module.adapt(batch).query_pred.float().cpu()
+        return self.module.adapted_predictions(batch).float().cpu()
 
     def recommend_many(self, users: Sequence[NewUser], k: int = 10,
                        candidates: Optional[Sequence[int]] = None) -> list[list[tuple[int, float]]]:
