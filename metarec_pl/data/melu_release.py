@@ -18,6 +18,7 @@ refuses them.
 
 from __future__ import annotations
 
+import datetime
 import json
 import re
 from pathlib import Path
@@ -42,6 +43,14 @@ DEFAULT_STATE_FILES = {
 }
 USER_FIELDS = ("gender", "age", "occupation", "zipcode")  # users.dat columns 2..5
 MOVIE_LAYOUT = "MovieID::Title::Year::Rate::Released::Genres::Director::Writer::Actors::Plot::Poster"
+
+
+def _release_day(released: str, year: str) -> float:
+    try:
+        return float(datetime.datetime.strptime(released.strip(), "%d %b %Y").toordinal())
+    except ValueError:
+        y = year.strip()
+        return float(datetime.date(int(y), 7, 1).toordinal()) if y.isdigit() and 1 <= int(y) <= 9999 else float("nan")
 
 
 def _na(value: str) -> str:
@@ -141,6 +150,16 @@ class MeLUMovieLens1M(FileDataset):
             schema.append(FeatureSpec("item", name, kind, width))
         text = {i: f"{f[1].strip()} ({f[2].strip()}). {f[9].strip()}" for i, (_, f) in zip(ids, rows)}
         return tables, schema, text
+
+    def item_times(self) -> Tensor:
+        """Release date (``Released``, else 1 July of ``Year``) as a proleptic ordinal day; NaN when neither reads."""
+        path = require(self.root, "movies_extrainfos.dat", "MeLU release")
+        rows = [f for _, f in split_rows(path, read_text(path), "::", (11,), MOVIE_LAYOUT)]
+        ids = [int(f[0]) for f in rows]
+        out = torch.full((max(ids) + 1,), float("nan"), dtype=torch.float64)
+        for i, f in zip(ids, rows):
+            out[i] = _release_day(f[4], f[2])
+        return out
 
     def _state(self, x: Path, y: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         items, ratings = self._json(x), self._json(y)

@@ -11,6 +11,8 @@ inside each task is the task sampler's job (``data.sampler_args``).
   ``val_items`` (a fraction, default 0) holds that share of the warm items out of training and adds the
   validation scenario ``item-cold``: the training users' ratings of those items (users with ``min_ratings`` or
   more), so choices about new items are made on validation data too; the test scenarios are unchanged.
+  ``val_items_by``: ``random`` (a seeded random share) or ``newest`` (the latest releases, as MeLU's new items
+  are; needs the data set's item release times).
 * ``user-cold``: users split train/val/test; test users never appear in training.  K-shot evaluation:
   ``sampler_args: {min_support: K, max_support: K, query_size: Q}``.
 * ``item-cold``: items ordered by ``by`` (``count``: fewest ratings first, ``time``: latest first appearance
@@ -49,6 +51,7 @@ class Rows:
     state: Optional[Tensor] = None
     state_names: tuple[str, ...] = ()
     name: str = "data"  # for messages
+    item_time: Optional[Tensor] = None  # [num_items] release time of each item id (larger = later; NaN: unknown)
 
 
 def _rows(mask: Tensor) -> Tensor:
@@ -160,9 +163,15 @@ def item_cold(rows: Rows, seed: int = 0, by: str = "count", val_fraction: float 
 
 
 def melu(rows: Rows, seed: int = 0, val_fraction: float = 0.1, warm_test_fraction: float = 0.1,
-         min_ratings: Optional[int] = 13, max_ratings: Optional[int] = 100, val_items: float = 0.0) -> Splits:
+         min_ratings: Optional[int] = 13, max_ratings: Optional[int] = 100, val_items: float = 0.0,
+         val_items_by: str = "random") -> Splits:
     if rows.state is None or tuple(rows.state_names) != MELU_STATES:
         raise DataError(f"{rows.name}: protocol 'melu' needs MeLU's state files (data set melu-movielens-1m)")
+    if val_items_by not in ("random", "newest"):
+        raise DataError(f"protocol melu: val_items_by must be 'random' or 'newest', got {val_items_by!r}")
+    if val_items and val_items_by == "newest" and rows.item_time is None:
+        raise DataError(f"{rows.name}: protocol melu: val_items_by 'newest' needs item release times, and this data "
+                        "set has none; use 'random'")
     state = {name: _keep_users(rows, _rows(rows.state == i), min_ratings, max_ratings, name)
              for i, name in enumerate(MELU_STATES)}
     warm = state.pop("warm")
@@ -170,7 +179,11 @@ def melu(rows: Rows, seed: int = 0, val_fraction: float = 0.1, warm_test_fractio
     splits = {"train": {"train": _of_users(rows, warm, train)}, "val": {"warm": _of_users(rows, warm, val)},
               "test": {"warm": _of_users(rows, warm, test), **state}}
     if val_items:  # validation on new items: the training users' ratings of held-out warm items
-        _, held_out = _split_ids(_ids(rows.item[warm]), [val_items], seed + 1, "melu val_items")  # checks the fraction
+        warm_items = _ids(rows.item[warm])
+        _, held_out = _split_ids(warm_items, [val_items], seed + 1, "melu val_items")  # checks the fraction
+        if val_items_by == "newest":  # as many items, the latest releases (unknown times count as oldest)
+            when = rows.item_time[warm_items].nan_to_num(nan=-float("inf"))
+            held_out = warm_items[torch.argsort(when, descending=True, stable=True)[:len(held_out)]]
         train_rows = splits["train"]["train"]
         cold = train_rows[_member(rows.item[train_rows], held_out)]
         splits["val"]["item-cold"] = _keep_users(rows, cold, min_ratings, None, "melu val_items")
