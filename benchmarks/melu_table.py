@@ -306,7 +306,8 @@ def render(results: list[dict], meta: dict) -> str:
     lines += ["", timing, "",
               "## More results", "", "- MAE versus support size K: [results_mae_vs_k.md](results_mae_vs_k.md) "
               "(`benchmarks/mae_vs_k.py`).", "- With and without frozen text-encoder item features: "
-              "[text.md](text.md#results-on-the-melu-protocol) (`benchmarks/text_features.py`)."]
+              "[text.md](text.md#results-on-the-melu-protocol) (rows `maml+text`, `anil+text`, `metasgd+text` of this "
+              "script)."]
     return "\n".join(lines) + "\n"
 
 
