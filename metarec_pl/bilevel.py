@@ -133,11 +133,14 @@ def _adapt_tasks(model: nn.Module, algorithm: Algorithm, batch: TaskBatch, steps
             if kernel is None or n[strip:] not in kernel.names}
     if kernel is not None:
         fast[state] = kernel.start()
+    broadcasts = getattr(algorithm.inner_update, "broadcasts_over_tasks", False)
+    update = algorithm.inner_update if broadcasts else vmap(algorithm.inner_update)
     if written_out:  # constants of every step's written-out gradient
         d_mse = 2 * s.mask / s.mask.sum(-1, keepdim=True).clamp_min(1.0)  # ∂ masked_mse / ∂ pred = d_mse·residual
         wanted = {"input" if n == state else n[strip:] for n in fast}
-    broadcasts = getattr(algorithm.inner_update, "broadcasts_over_tasks", False)
-    update = algorithm.inner_update if broadcasts else vmap(algorithm.inner_update)
+        if algorithm.plain_sgd and not fp16:  # gradients of -lr·loss, so the step is a plain sum: the outer
+            d_mse = -algorithm.inner_lr * d_mse  # backward multiplies no step's gradient by -lr (fp16 keeps the
+            update = _add_steps  # unscaled gradient range its loss scaling is made for)
     for _ in range(steps):
         if written_out:
             with torch.set_grad_enabled(create_graph and tracked):
@@ -163,6 +166,11 @@ def _adapt_tasks(model: nn.Module, algorithm: Algorithm, batch: TaskBatch, steps
         z = fast.pop(state, None)
         out["fast_weights"] = fast if z is None else {**fast, **{f"head.{n}": w for n, w in kernel.weights(z).items()}}
     return AdaptResult(**out)
+
+
+def _add_steps(fast: dict[str, Tensor], steps: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Plain SGD when the written-out gradients already carry the factor -lr: ``w + step``."""
+    return {n: w + steps[n] for n, w in fast.items()}
 
 
 def _outside_inference_mode(batch: TaskBatch) -> TaskBatch:

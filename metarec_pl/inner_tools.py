@@ -157,8 +157,9 @@ def linear_stack_backward(net: nn.Sequential, weights: dict[str, Tensor], tape: 
                 break
             w = weights[f"{name}.weight"]
             d = d * w if d.shape[-1] == 1 else d @ w  # one output (the rating layer): an outer product
-        else:  # nn.ReLU: the op autograd itself uses (one pass; differentiable again)
-            d = torch.ops.aten.threshold_backward(d, h, 0)
+        else:  # nn.ReLU: the op autograd itself uses (one pass; differentiable again).  Its mask input is
+            # detached: its derivative is zero, and autograd would otherwise form and add a zero tensor per call
+            d = torch.ops.aten.threshold_backward(d, h.detach(), 0)
     return (d if "input" in wanted else None), grads
 
 
@@ -180,9 +181,8 @@ class KernelFirstLayer:
         """An ``nn.Linear`` first layer, all of it adapted (names relative to ``net``), by plain SGD steps."""
         name, first = next(iter(net.named_children()))
         names = {f"{name}.weight"} | ({f"{name}.bias"} if first.bias is not None else set())
-        plain_sgd = getattr(algorithm.inner_update, "__func__", None) is Algorithm.inner_update
         through = algorithm.query_through_fast_weights  # else the query sees detached weights: not this form
-        return type(first) is nn.Linear and plain_sgd and through and names <= set(adapted)
+        return type(first) is nn.Linear and algorithm.plain_sgd and through and names <= set(adapted)
 
     def __init__(self, net: nn.Sequential, weights: dict[str, Tensor], x_support: Tensor, second_order: bool) -> None:
         name, first = next(iter(net.named_children()))

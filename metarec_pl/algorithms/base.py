@@ -102,6 +102,12 @@ class Algorithm(nn.Module):
 
         return adapt(model, self, batch, steps, create_graph, chunk_size)
 
+    @property
+    def plain_sgd(self) -> bool:
+        """Whether the inner step is this class's plain SGD (not overridden), so loops may fold -lr into the
+        gradients or use the kernel form of a first layer."""
+        return getattr(self.inner_update, "__func__", None) is Algorithm.inner_update
+
     @broadcasts_over_tasks
     def inner_update(self, fast: dict[str, Tensor], grads: dict[str, Tensor]) -> dict[str, Tensor]:
         """One inner step on one task's fast weights (plain SGD; one fused op, forward and backward)."""
