@@ -128,10 +128,14 @@ class MeLUMovieLens1M(FileDataset):
             schema.append(FeatureSpec("user", field, "categorical", width))
         return tables, schema, set(ids)
 
-    def _items(self) -> tuple[dict[str, Tensor], list[FeatureSpec], dict[int, str]]:
+    def _movie_rows(self) -> tuple[Path, list[tuple[int, list[str]]], list[int]]:
+        """``movies_extrainfos.dat``: its path, (line number, fields) per movie, and the movie ids."""
         path = require(self.root, "movies_extrainfos.dat", "MeLU release")
         rows = split_rows(path, read_text(path), "::", (11,), MOVIE_LAYOUT)
-        ids = [to_int(path, n, "MovieID", f[0]) for n, f in rows]
+        return path, rows, [to_int(path, n, "MovieID", f[0]) for n, f in rows]
+
+    def _items(self) -> tuple[dict[str, Tensor], list[FeatureSpec], dict[int, str]]:
+        path, rows, ids = self._movie_rows()
         size = max(ids) + 1
         fields = {  # name -> (kind, column, parse)
             "rate": ("categorical", 3, lambda s: [_na(s)]),
@@ -153,11 +157,9 @@ class MeLUMovieLens1M(FileDataset):
 
     def item_times(self) -> Tensor:
         """Release date (``Released``, else 1 July of ``Year``) as a proleptic ordinal day; NaN when neither reads."""
-        path = require(self.root, "movies_extrainfos.dat", "MeLU release")
-        rows = [f for _, f in split_rows(path, read_text(path), "::", (11,), MOVIE_LAYOUT)]
-        ids = [int(f[0]) for f in rows]
+        _, rows, ids = self._movie_rows()
         out = torch.full((max(ids) + 1,), float("nan"), dtype=torch.float64)
-        for i, f in zip(ids, rows):
+        for i, (_, f) in zip(ids, rows):
             out[i] = _release_day(f[4], f[2])
         return out
 
