@@ -195,6 +195,8 @@ class MetaLearner(L.LightningModule):
         num_users / num_items: id-table sizes for algorithms that keep per-id tables (``bias``, ``mf-foldin``,
             ``popularity``); the CLI links them from ``data.num_users``/``data.num_items``.
         top_k / like_threshold: cut-offs of the candidate-pool metrics and the "like" rating (see ``metrics``).
+        rating_levels: the discrete rating scale (e.g. 1..5), for the ``mae_rounded`` metric; the CLI links it from
+            ``data.rating_levels`` (``None``: that metric is left out).
         plugin_distributions: filled in, not set: ``{"algorithm/<name>": distribution, "model/<name>": ...}`` of
             this run, kept in hparams/checkpoints/configs so a missing plugin is named on load (``provenance``).
         on_divergence: ``raise`` (stop with an error naming step, task and algorithm) or ``skip`` (drop tasks whose
@@ -221,6 +223,7 @@ class MetaLearner(L.LightningModule):
         num_items: Optional[int] = None,
         top_k: Iterable[int] = (5, 10),
         like_threshold: float = 4.0,
+        rating_levels: Optional[list[float]] = None,
         plugin_distributions: Optional[dict[str, str]] = None,
         on_divergence: str = "raise",
     ) -> None:
@@ -245,7 +248,8 @@ class MetaLearner(L.LightningModule):
         self.algorithm.num_users, self.algorithm.num_items = num_users, num_items
         self.algorithm.bind(self.network)
         self.optimizer_factory: Callable = optimizer
-        self.metrics = RatingMetrics(ndcg_k=tuple(ndcg_k), top_k=tuple(top_k), like_threshold=like_threshold)
+        self.metrics = RatingMetrics(ndcg_k=tuple(ndcg_k), top_k=tuple(top_k), like_threshold=like_threshold,
+                                     rating_levels=rating_levels)
         self.skipped_tasks = 0  # tasks dropped by on_divergence="skip", all stages, this process
 
     def forward(self, features: dict[str, Tensor]) -> Tensor:

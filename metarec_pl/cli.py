@@ -28,6 +28,7 @@ class MetaRecCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.schema", "model.schema", apply_on="instantiate", compute_fn=schema_as_dicts)
         parser.link_arguments("data.rating_mean", "model.rating_mean", apply_on="instantiate")
+        parser.link_arguments("data.rating_levels", "model.rating_levels", apply_on="instantiate")
         parser.link_arguments("data.num_users", "model.num_users", apply_on="instantiate")
         parser.link_arguments("data.num_items", "model.num_items", apply_on="instantiate")
         # `metarec predict --data.predict_file new.csv --recommend.output recs.csv --recommend.top_k 10`

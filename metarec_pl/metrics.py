@@ -4,7 +4,10 @@ Every evaluated batch updates two collections: the stage's pooled one (``test/ma
 (``test/user-cold/mae``); gradient-based algorithms also update the zero-shot ones (``test/mae_zero_shot``).
 MAE/RMSE pool all query ratings; nDCG@k ranks each task's query items by predicted rating with the true
 rating as graded relevance, averaged over tasks.  ``like_acc``/``like_recall``: a rating >= ``like_threshold``
-is a "like"; predictions are thresholded the same way.
+is a "like"; predictions are thresholded the same way.  ``mae_rounded`` (when the data's ``rating_levels`` are
+known): the MAE of each prediction moved to its nearest rating level.  For ratings on a discrete scale the best point
+prediction under absolute error is a level (the median of the rating's distribution), so a model trained on squared
+error (which predicts means) loses MAE to rounding alone; both are reported, ``mae`` stays the comparable number.
 
 Top-k over a candidate pool (when the batch carries ``TaskBatch.candidate``, see ``data/candidates.py``): each
 task's query positives (rating >= ``like_threshold``) are ranked among its candidate items (never rated by that
@@ -19,7 +22,7 @@ they are synchronised across processes like every other state.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -43,11 +46,19 @@ def break_ties(scores: Tensor, scale: float = 1e-5) -> Tensor:
     return scores + scale * torch.rand(scores.shape, generator=gen).to(scores.device, scores.dtype)
 
 
+def round_to_levels(pred: Tensor, levels: Tensor) -> Tensor:
+    """Each prediction replaced by its nearest rating level (ties: the lower level); outside the scale, its end."""
+    nearest = (pred.unsqueeze(-1) - levels.to(pred)).abs().argmin(-1)
+    return levels.to(pred)[nearest]
+
+
 class RatingMetrics(nn.Module):
     def __init__(self, ndcg_k: Sequence[int] = (3,), top_k: Sequence[int] = (5, 10),
-                 like_threshold: float = 4.0) -> None:
+                 like_threshold: float = 4.0, rating_levels: Optional[Sequence[float]] = None) -> None:
         super().__init__()
         self.ndcg_k = tuple(ndcg_k)
+        levels = torch.tensor(sorted(rating_levels) if rating_levels else [], dtype=torch.float)
+        self.register_buffer("rating_levels", levels, persistent=False)
         self.top_k, self.like_threshold = tuple(top_k), like_threshold
         self.sets = nn.ModuleDict()  # "stage|scenario|kind" -> MetricCollection, created on first use
         self.task_counts = nn.ModuleDict()  # the same key -> SumMetric: the tasks its per-task metrics average over
@@ -71,6 +82,8 @@ class RatingMetrics(nn.Module):
                     per_task = {f"ndcg@{k}": RetrievalNormalizedDCG(top_k=k) for k in self.ndcg_k}
                 metrics = {"mae": MeanAbsoluteError(), "rmse": MeanSquaredError(squared=False), **per_task,
                            "like_acc": BinaryAccuracy(), "like_recall": BinaryRecall()}
+                if len(self.rating_levels):
+                    metrics["mae_rounded"] = MeanAbsoluteError()
                 prefix = f"{stage}/" if scenario == POOLED else f"{stage}/{scenario}/"
             postfix = "_zero_shot" if kind == "zero_shot" else None
             self.sets[key] = MetricCollection(metrics, prefix=prefix, postfix=postfix).to(device)
@@ -84,16 +97,17 @@ class RatingMetrics(nn.Module):
         real = batch.query.mask > 0
         pred_all = pred.float()
         pred, target = pred.float()[real], batch.query.rating[real]
+        rounded = round_to_levels(pred, self.rating_levels) if len(self.rating_levels) else None
         tasks = (batch.key * 1024 + sid)[:, None].expand_as(real)[real]
         for name in (POOLED, scenario):
             key, collection = self._collection(stage, name, "zero_shot" if zero_shot else "adapted", pred.device)
-            for metric in collection.values():
+            for base, metric in collection.items(keep_base=True):
                 if isinstance(metric, RetrievalMetric):
                     metric.update(break_ties(pred), target.long(), indexes=tasks)
                 elif isinstance(metric, (BinaryAccuracy, BinaryRecall)):
                     metric.update((pred >= self.like_threshold).long(), (target >= self.like_threshold).long())
                 else:
-                    metric.update(pred, target)
+                    metric.update(rounded if base == "mae_rounded" else pred, target)
             if key in self.task_counts:
                 self.task_counts[key].update(real.any(1).sum().float())
         if batch.candidate is not None and not zero_shot:

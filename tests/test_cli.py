@@ -35,7 +35,7 @@ def test_fit_then_test_from_checkpoint(small_config, tmp_path):
     assert len(ckpts) == 1
     test = metarec("test", "--config", str(small_config), "--ckpt_path", str(ckpts[0]), cwd=tmp_path)
     assert test.returncode == 0, test.stderr[-3000:]
-    for name in ("test/mae", "test/rmse", "test/ndcg@3", "test/mae_zero_shot", "test/user-cold/mae",
+    for name in ("test/mae", "test/mae_rounded", "test/rmse", "test/ndcg@3", "test/mae_zero_shot", "test/user-cold/mae",
                  "test/item-cold/mae", "test/user+item-cold/mae"):
         assert name in test.stdout, name
 

@@ -1,6 +1,7 @@
 """Metrics against hand-computed values, per-scenario aggregation, and candidate pools for top-k."""
 
 import math
+from dataclasses import replace
 
 import lightning as L
 import pytest
@@ -9,7 +10,7 @@ import torch
 from metarec_pl.bilevel import MetaLearner
 from metarec_pl.data.module import MetaDataModule
 from metarec_pl.data.types import DataError, Samples, TaskBatch
-from metarec_pl.metrics import RatingMetrics
+from metarec_pl.metrics import RatingMetrics, round_to_levels
 
 
 def batch_of(ratings, mask=None, keys=None, candidate=None, scenario="s") -> TaskBatch:
@@ -45,6 +46,37 @@ def test_rating_metrics_match_hand_computed_values():
     assert out["test/like_acc"] == pytest.approx(3 / 5)
     assert out["test/like_recall"] == pytest.approx(1 / 2)
     assert out["test/s/mae"] == pytest.approx(out["test/mae"])
+
+
+def test_rounded_mae_moves_each_prediction_to_its_nearest_rating_level():
+    batch = batch_of([[5, 3, 1, 0], [4, 2, 0, 0]], mask=[[1, 1, 1, 0], [1, 1, 0, 0]])
+    pred = torch.tensor([[6.3, 3.6, -0.2, 9.9], [4.4, 2.5, 9.9, 9.9]])
+    m = RatingMetrics(rating_levels=[3, 1, 2, 5, 4])  # any order
+    m.update("test", "s", pred, batch)
+    out = m.compute("test")
+    # nearest levels 5, 4, 1 | 4, 2 (2.5 is a tie: the lower level); errors 0, 1, 0 | 0, 0
+    assert out["test/mae_rounded"] == pytest.approx(1 / 5)
+    assert out["test/s/mae_rounded"] == pytest.approx(1 / 5)
+    assert out["test/mae"] == pytest.approx((1.3 + 0.6 + 1.2 + 0.4 + 0.5) / 5)  # the raw predictions' MAE
+    half_stars = torch.arange(1, 11) / 2
+    assert round_to_levels(torch.tensor([0.2, 1.74, 1.76, 3.1, 7.0]), half_stars).tolist() == [0.5, 1.5, 2.0, 3.0, 5.0]
+    assert not any("rounded" in k for k in _metrics_without_levels(pred, batch))
+
+
+def _metrics_without_levels(pred, batch):
+    m = RatingMetrics()
+    m.update("test", "s", pred, batch)
+    return m.compute("test")
+
+
+def test_rating_levels_are_the_distinct_training_ratings_of_a_discrete_scale(world_dm):
+    train = torch.cat(list(world_dm.data.splits["train"].values()))
+    assert world_dm.rating_levels == sorted(set(world_dm.data.rating[train].tolist()))
+    assert 2 <= len(world_dm.rating_levels) <= 5
+    continuous = MetaDataModule(dataset_args=dict(num_users=40, num_items=30, min_ratings=10, max_ratings=20, seed=1))
+    data = continuous.data
+    continuous._data = replace(data, rating=data.rating + torch.rand(len(data.rating)))  # continuous targets
+    assert continuous.rating_levels is None
 
 
 def test_pooled_metrics_aggregate_scenarios_and_scenarios_stay_apart():

@@ -17,6 +17,7 @@ from metarec_pl.data.types import (DataError, FeatureSpec, RatingData, Task, Tas
                                    without_features)
 
 log = logging.getLogger(__name__)
+MAX_RATING_LEVELS = 20  # more distinct training ratings than this: a continuous target, no rating levels
 
 
 class ScenarioBatchSampler(Sampler[list[int]]):
@@ -188,6 +189,14 @@ class MetaDataModule(L.LightningDataModule):
         """Mean rating of the training rows (the model's starting output)."""
         rows = torch.cat(list(self.data.splits["train"].values()))
         return float(self.data.rating[rows].mean())
+
+    @property
+    def rating_levels(self) -> Optional[list[float]]:
+        """The distinct training ratings when they form a discrete scale (at most ``MAX_RATING_LEVELS`` values, e.g.
+        1..5 stars), else ``None``; the metrics round predictions to them for ``mae_rounded``."""
+        rows = torch.cat(list(self.data.splits["train"].values()))
+        levels = torch.unique(self.data.rating[rows])
+        return [float(x) for x in levels] if 2 <= len(levels) <= MAX_RATING_LEVELS else None
 
     @property
     def num_users(self) -> int:
