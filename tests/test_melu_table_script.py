@@ -65,3 +65,16 @@ def test_text_rows_are_their_method_plus_projected_item_text(tmp_path, monkeypat
     assert [(f.name, f.side) for f in dense] == [("text", "item")]
     module = melu_table.build_module("maml+text", dm, lr=1e-3)
     assert len(module.network.encoder.projections) == 1  # the text field enters through a learned map
+
+
+def test_targets_compare_the_best_meta_learner_with_the_better_baseline_seed_by_seed():
+    maes = {"maml": [0.70, 0.74], "metasgd": [0.72, 0.70], "bias": [0.73, 0.70], "mf-foldin": [0.75, 0.75]}
+    results = [dict(method=m, seed=s, test={f"test/{sc}/mae": v[s] for sc in melu_table.SCENARIOS} |
+                    {f"test/{sc}/ndcg@3": 0.9 for sc in melu_table.SCENARIOS})
+               for m, v in maes.items() for s in (0, 1)]
+    # means: maml 0.72, metasgd 0.71 (the best), bias 0.715 (the better baseline; mf-foldin 0.75)
+    gap = melu_table.paired_gap(results, "metasgd", "bias", "test/warm/mae")
+    assert gap == "-0.0050 ± 0.0071 vs bias (lower on 1/2 seeds)"  # per seed -0.01, 0.00
+    row = next(line for line in melu_table.targets(results, list(maes)).splitlines() if line.startswith("| warm"))
+    assert "| metasgd | 0.7100 |" in row and "| yes |" in row and "vs bias (lower on 1/2 seeds)" in row
+    assert melu_table.paired_gap(results, "maml", "tanp", "test/warm/mae") == "–"  # no common seeds
