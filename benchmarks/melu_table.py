@@ -312,7 +312,9 @@ def render(results: list[dict], meta: dict) -> str:
               "## More results", "", "- MAE versus support size K: [results_mae_vs_k.md](results_mae_vs_k.md) "
               "(`benchmarks/mae_vs_k.py`).", "- With and without frozen text-encoder item features: "
               "[text.md](text.md#results-on-the-melu-protocol) (rows `maml+text`, `anil+text`, `metasgd+text` of this "
-              "script)."]
+              "script).", "- An independent untuned MF cross-check on this split: `benchmarks/mf_reference.py`."]
+    if meta.get("history"):
+        lines += ["", "## History of this table", "", meta["history"]]
     return "\n".join(lines) + "\n"
 
 
@@ -386,6 +388,7 @@ def main() -> None:
     p.add_argument("--raw", default="runs/melu_table/results.json")
     p.add_argument("--render", action="store_true", help="only rewrite --out from --raw")
     p.add_argument("--note", default="", help="a paragraph added under the header (e.g. what this run left out)")
+    p.add_argument("--history", default="", help="paragraphs on earlier runs, added at the end of the page")
     p.add_argument("--wandb", metavar="PROJECT", default=None,
                    help="also log the results as a wandb.Table to this W&B project (offline with WANDB_MODE=offline)")
     args = p.parse_args()
@@ -393,7 +396,8 @@ def main() -> None:
     raw = Path(args.raw)
     if args.render:
         saved = json.loads(raw.read_text())
-        Path(args.out).write_text(render(saved["results"], {**saved["meta"], "note": args.note}))
+        Path(args.out).write_text(render(saved["results"], {**saved["meta"], "note": args.note,
+                                                                          "history": args.history}))
         if args.wandb:
             log_to_wandb(args.wandb, saved["results"], saved["meta"])
         return
@@ -408,7 +412,7 @@ def main() -> None:
     meta = dict(command="python " + " ".join(sys.argv), when=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                 machine=f"{platform.processor() or platform.machine()}, torch {torch.__version__}",
                 load=" ".join(f"{x:.2f}" for x in os.getloadavg()), threads=args.threads, jobs=args.jobs,
-                note=args.note)
+                note=args.note, history=args.history)
     results, meta["wall_s"] = [], {}
     with concurrent.futures.ProcessPoolExecutor(args.jobs, multiprocessing.get_context("spawn"), initializer=setup,
                                                 initargs=(args.threads,)) as pool:

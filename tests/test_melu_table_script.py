@@ -78,3 +78,15 @@ def test_targets_compare_the_best_meta_learner_with_the_better_baseline_seed_by_
     row = next(line for line in melu_table.targets(results, list(maes)).splitlines() if line.startswith("| warm"))
     assert "| metasgd | 0.7100 |" in row and "| yes |" in row and "vs bias (lower on 1/2 seeds)" in row
     assert melu_table.paired_gap(results, "maml", "tanp", "test/warm/mae") == "–"  # no common seeds
+
+
+def test_the_page_puts_the_note_under_the_header_and_the_history_last():
+    results = [dict(method=m, seed=0, epochs=1, train_s=1.0, test_s=1.0, val_mae=0.7, chosen={},
+                    test={f"test/{sc}/{k}": 0.7 for sc in melu_table.SCENARIOS for k in ("mae", "ndcg@3")})
+               for m in ("bias", "maml")]
+    meta = dict(command="python benchmarks/melu_table.py", when="today", machine="cpu", load="0", threads=1, jobs=1,
+                note="NOTE-TEXT", history="HISTORY-TEXT")
+    page = melu_table.render(results, meta)
+    assert page.index("NOTE-TEXT") < page.index("## warm") < page.index("## More results") < page.index(
+        "## History of this table") < page.index("HISTORY-TEXT")
+    assert "## History" not in melu_table.render(results, {**meta, "history": ""})
