@@ -259,7 +259,8 @@ def render(results: list[dict], meta: dict) -> str:
              "`user+item-cold`) the weights after `cold_epoch` epochs, chosen once per method by "
              "`benchmarks/melu_tune.py` as the epoch with the lowest MAE on held-out validation *items* (protocol "
              "options `val_items: 0.2, val_items_by: newest`: the fifth of the warm items released last left out "
-             "of training, rated by training users; seed 0). The other training hyper-parameters are fixed, not tuned (see `benchmarks/melu_table.py`). "
+             "of training, rated by training users; seed 0). The other training hyper-parameters are fixed, not "
+             "tuned (see `benchmarks/melu_table.py`). "
              "Network for all neural methods: MeLU's (32-d field embeddings, decision layers 64×64) plus a 32-d "
              "item-id embedding (`data.id_features: [item]`; zero for items never seen in training, dropped for "
              "half the training samples: `id_dropout: 0.5`); the gradient-based meta-learners adapt the decision "
@@ -351,8 +352,9 @@ def targets(results: list[dict], methods: list[str]) -> str:
         baselines = [b for b in ("bias", "mf-foldin") if b in methods]
         beats = ("yes" if mae < min(avg(b, key) for b in baselines) else "no") if baselines else "–"
         gap = paired_gap(results, best, min(baselines, key=lambda b: avg(b, key)), key) if baselines else "–"
-        out.append(f"| {sc} | {best} | {mae:.4f} | ≤ {TARGET_MAE[sc]} ({'met' if mae <= TARGET_MAE[sc] else 'missed'}) "
-                   f"| {ndcg:.4f} | ≥ {TARGET_NDCG3[sc]} ({'met' if ndcg >= TARGET_NDCG3[sc] else 'missed'}) | "
+        out.append(f"| {sc} | {best} | {mae:.4f} | "
+                   f"≤ {TARGET_MAE[sc]} ({'met' if mae <= TARGET_MAE[sc] else 'missed'}) | {ndcg:.4f} | "
+                   f"≥ {TARGET_NDCG3[sc]} ({'met' if ndcg >= TARGET_NDCG3[sc] else 'missed'}) | "
                    f"{beats} | {gap} | {rounded(best, sc)} |")
     return "\n".join(out)
 

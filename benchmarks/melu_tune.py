@@ -90,7 +90,8 @@ def main() -> None:
             results.append(r)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(dict(command="python " + " ".join(sys.argv), val_items=VAL_ITEMS,
-                                              val_items_by=VAL_ITEMS_BY, results=sorted(results, key=lambda r: methods.index(r["method"]))),
+                                              val_items_by=VAL_ITEMS_BY,
+                                              results=sorted(results, key=lambda r: methods.index(r["method"]))),
                                          indent=1))
     print("cold_epoch per method:", json.dumps({r["method"]: r["cold_epoch"] for r in results}))
 

@@ -48,8 +48,8 @@ def break_ties(scores: Tensor, scale: float = 1e-5) -> Tensor:
 
 def round_to_levels(pred: Tensor, levels: Tensor) -> Tensor:
     """Each prediction replaced by its nearest rating level (ties: the lower level); outside the scale, its end."""
-    nearest = (pred.unsqueeze(-1) - levels.to(pred)).abs().argmin(-1)
-    return levels.to(pred)[nearest]
+    levels = levels.to(pred)
+    return levels[(pred.unsqueeze(-1) - levels).abs().argmin(-1)]
 
 
 class RatingMetrics(nn.Module):

@@ -8,6 +8,7 @@ from typing import Any, Optional, Sequence, Union
 
 import lightning as L
 import torch
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from metarec_pl import plugins
@@ -184,18 +185,19 @@ class MetaDataModule(L.LightningDataModule):
     def schema(self) -> list[FeatureSpec]:
         return self.data.schema
 
+    def _train_ratings(self) -> Tensor:
+        return self.data.rating[torch.cat(list(self.data.splits["train"].values()))]
+
     @property
     def rating_mean(self) -> float:
         """Mean rating of the training rows (the model's starting output)."""
-        rows = torch.cat(list(self.data.splits["train"].values()))
-        return float(self.data.rating[rows].mean())
+        return float(self._train_ratings().mean())
 
     @property
     def rating_levels(self) -> Optional[list[float]]:
         """The distinct training ratings when they form a discrete scale (at most ``MAX_RATING_LEVELS`` values, e.g.
         1..5 stars), else ``None``; the metrics round predictions to them for ``mae_rounded``."""
-        rows = torch.cat(list(self.data.splits["train"].values()))
-        levels = torch.unique(self.data.rating[rows])
+        levels = torch.unique(self._train_ratings())
         return [float(x) for x in levels] if 2 <= len(levels) <= MAX_RATING_LEVELS else None
 
     @property
