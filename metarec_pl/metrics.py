@@ -3,8 +3,9 @@
 Every evaluated batch updates two collections: the stage's pooled one (``test/mae``) and its scenario's
 (``test/user-cold/mae``); gradient-based algorithms also update the zero-shot ones (``test/mae_zero_shot``).
 MAE/RMSE pool all query ratings; nDCG@k ranks each task's query items by predicted rating with the true
-rating as graded relevance, averaged over tasks.  ``like_acc``/``like_recall``: a rating >= ``like_threshold``
-is a "like"; predictions are thresholded the same way.  ``mae_rounded`` (when the data's ``rating_levels`` are
+rating itself as graded relevance (half stars and play-count weights as they are, never truncated to integers),
+averaged over tasks.  ``like_acc``/``like_recall``: a rating >= ``like_threshold`` is a "like"; predictions are
+thresholded the same way.  ``mae_rounded`` (when the data's ``rating_levels`` are
 known): the MAE of each prediction moved to its nearest rating level.  For ratings on a discrete scale the best point
 prediction under absolute error is a level (the median of the rating's distribution), so a model trained on squared
 error (which predicts means) loses MAE to rounding alone; both are reported, ``mae`` stays the comparable number.
@@ -103,7 +104,7 @@ class RatingMetrics(nn.Module):
             key, collection = self._collection(stage, name, "zero_shot" if zero_shot else "adapted", pred.device)
             for base, metric in collection.items(keep_base=True):
                 if isinstance(metric, RetrievalMetric):
-                    metric.update(break_ties(pred), target.long(), indexes=tasks)
+                    metric.update(break_ties(pred), target.float(), indexes=tasks)  # graded: any rating scale
                 elif isinstance(metric, (BinaryAccuracy, BinaryRecall)):
                     metric.update((pred >= self.like_threshold).long(), (target >= self.like_threshold).long())
                 else:

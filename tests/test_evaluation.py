@@ -48,6 +48,16 @@ def test_rating_metrics_match_hand_computed_values():
     assert out["test/s/mae"] == pytest.approx(out["test/mae"])
 
 
+def test_ndcg_gains_are_the_ratings_themselves_on_a_half_star_scale():
+    # query ratings 0.5 and 1.0, predictions 2.0 and 1.0: the 0.5 is ranked first, so
+    # nDCG@2 = (0.5 + 1 / log2 3) / (1 + 0.5 / log2 3); gains truncated to integers (0, 1) would give 1 / log2 3
+    m = RatingMetrics(ndcg_k=(2,))
+    m.update("test", "s", torch.tensor([[2.0, 1.0]]), batch_of([[0.5, 1.0]], mask=[[1, 1]]))
+    expected = dcg([0.5, 1.0]) / dcg([1.0, 0.5])
+    assert expected == pytest.approx(0.8597, abs=1e-4)
+    assert m.compute("test")["test/ndcg@2"] == pytest.approx(expected, abs=1e-6)
+
+
 def test_rounded_mae_moves_each_prediction_to_its_nearest_rating_level():
     batch = batch_of([[5, 3, 1, 0], [4, 2, 0, 0]], mask=[[1, 1, 1, 0], [1, 1, 0, 0]])
     pred = torch.tensor([[6.3, 3.6, -0.2, 9.9], [4.4, 2.5, 9.9, 9.9]])
