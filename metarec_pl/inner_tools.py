@@ -66,7 +66,7 @@ def select_tasks(batch: TaskBatch, idx: Tensor) -> TaskBatch:
                        s.mask[idx, :width], s.user[idx, :width], s.item[idx, :width])
 
     return replace(batch, support=take(batch.support, width), query=take(batch.query, batch.query.mask.shape[1]),
-                   key=batch.key[idx], candidate=None)
+                   key=batch.key[idx], candidate=None, rankings=None)
 
 
 def cat_tasks(parts: list[Any], inverse: Tensor) -> Any:

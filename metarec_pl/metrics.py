@@ -10,10 +10,15 @@ known): the MAE of each prediction moved to its nearest rating level.  For ratin
 prediction under absolute error is a level (the median of the rating's distribution), so a model trained on squared
 error (which predicts means) loses MAE to rounding alone; both are reported, ``mae`` stays the comparable number.
 
-Top-k over a candidate pool (when the batch carries ``TaskBatch.candidate``, see ``data/candidates.py``): each
-task's query positives (rating >= ``like_threshold``) are ranked among its candidate items (never rated by that
-user); query items below the threshold are left out.  ``pool/precision@k``, ``pool/recall@k``, ``pool/hit@k``,
-``pool/ndcg@k`` (binary relevance), averaged over tasks with at least one positive; adapted predictions only.
+Rankings over candidates (when the batch carries ``TaskBatch.candidate``, see ``data/candidates.py``): each
+task's query positives (rating >= ``like_threshold``; implicit feedback: every interaction) are ranked among its
+candidate items (items the user never touched: not in training, support or query); query items below the threshold
+are left out.  A batch may carry several rankings (``TaskBatch.rankings``: name -> which candidates belong to it):
+``pool`` (a sampled pool of candidates) and ``full`` (every untouched item of the scenario: the full catalogue).
+Per ranking: ``precision@k``, ``recall@k``, ``hit@k``, ``ndcg@k`` (binary relevance) for every k of ``top_k``,
+``mrr`` and ``auc`` (torchmetrics' retrieval classes), averaged over tasks with at least one positive, after
+adaptation and, for gradient-based learners, before it (``_zero_shot``): ``val/full/recall@20``,
+``test/user-cold/pool/hit@10_zero_shot``.
 
 Per-task metrics (nDCG, the ``pool/`` ones) are computed once, per scenario: torchmetrics' retrieval classes
 evaluate each task in a Python loop, which dominated evaluation time.  Their pooled values are the task-weighted
@@ -30,13 +35,14 @@ from torch import Tensor, nn
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
 from torchmetrics.aggregation import SumMetric
 from torchmetrics.classification import BinaryAccuracy, BinaryRecall
-from torchmetrics.retrieval import (RetrievalHitRate, RetrievalNormalizedDCG, RetrievalPrecision,
-                                    RetrievalRecall)
+from torchmetrics.retrieval import (RetrievalAUROC, RetrievalHitRate, RetrievalMRR, RetrievalNormalizedDCG,
+                                    RetrievalPrecision, RetrievalRecall)
 from torchmetrics.retrieval.base import RetrievalMetric
 
 from metarec_pl.data.types import TaskBatch
 
 POOLED = "*"
+DEFAULT_LIKE_THRESHOLD = 4.0  # a "like" on a 1-5 star scale, until the data set's own threshold is set
 
 
 def break_ties(scores: Tensor, scale: float = 1e-5) -> Tensor:
@@ -53,31 +59,50 @@ def round_to_levels(pred: Tensor, levels: Tensor) -> Tensor:
     return levels[(pred.unsqueeze(-1) - levels).abs().argmin(-1)]
 
 
+def ranking_metrics(top_k: Sequence[int]) -> dict[str, RetrievalMetric]:
+    """The per-task metrics of one ranking over candidates (tasks without a positive are skipped)."""
+    skip = dict(empty_target_action="skip")
+    out: dict[str, RetrievalMetric] = {}
+    for k in top_k:
+        out.update({f"precision@{k}": RetrievalPrecision(top_k=k, **skip), f"recall@{k}": RetrievalRecall(top_k=k, **skip),
+                    f"hit@{k}": RetrievalHitRate(top_k=k, **skip), f"ndcg@{k}": RetrievalNormalizedDCG(top_k=k, **skip)})
+    out.update({"mrr": RetrievalMRR(**skip), "auc": RetrievalAUROC(**skip)})
+    return out
+
+
 class RatingMetrics(nn.Module):
+    """Every metric of every stage and scenario (see the module docstring).
+
+    Args:
+        ndcg_k: cut-offs of the graded nDCG over each query set.
+        top_k: cut-offs of the rankings over candidates.
+        like_threshold: a rating >= this is a "like" / a positive of the rankings (``None``: 4.0 until the data
+            set's own threshold is given to ``like_threshold``).
+        rating_levels: the discrete rating scale, for ``mae_rounded`` (``None``: left out).
+    """
+
     def __init__(self, ndcg_k: Sequence[int] = (3,), top_k: Sequence[int] = (5, 10),
-                 like_threshold: float = 4.0, rating_levels: Optional[Sequence[float]] = None) -> None:
+                 like_threshold: Optional[float] = None, rating_levels: Optional[Sequence[float]] = None) -> None:
         super().__init__()
         self.ndcg_k = tuple(ndcg_k)
         levels = torch.tensor(sorted(rating_levels) if rating_levels else [], dtype=torch.float)
         self.register_buffer("rating_levels", levels, persistent=False)
-        self.top_k, self.like_threshold = tuple(top_k), like_threshold
+        self.top_k = tuple(top_k)
+        self.like_threshold = DEFAULT_LIKE_THRESHOLD if like_threshold is None else like_threshold
         self.sets = nn.ModuleDict()  # "stage|scenario|kind" -> MetricCollection, created on first use
         self.task_counts = nn.ModuleDict()  # the same key -> SumMetric: the tasks its per-task metrics average over
         self.scenario_ids: dict[str, int] = {}
 
     def _collection(self, stage: str, scenario: str, kind: str, device: torch.device) -> tuple[str, MetricCollection]:
-        """(key, collection) of ``kind`` ``adapted``/``zero_shot`` (query metrics) or ``pool`` (top-k)."""
+        """(key, collection) of ``kind``: ``adapted``/``zero_shot`` (query metrics) or ``<ranking>/adapted``,
+        ``<ranking>/zero_shot`` (a ranking over candidates, e.g. ``pool/adapted``)."""
         key = f"{stage}|{scenario}|{kind}"
         if key not in self.sets:
             per_task: dict[str, RetrievalMetric] = {}
-            if kind == "pool":
-                skip = dict(empty_target_action="skip")
-                for k in self.top_k:
-                    per_task.update({f"precision@{k}": RetrievalPrecision(top_k=k, **skip),
-                                     f"recall@{k}": RetrievalRecall(top_k=k, **skip),
-                                     f"hit@{k}": RetrievalHitRate(top_k=k, **skip),
-                                     f"ndcg@{k}": RetrievalNormalizedDCG(top_k=k, **skip)})
-                metrics, prefix = per_task, f"{stage}/{scenario}/pool/"
+            ranking = kind.split("/")[0] if "/" in kind else None
+            if ranking is not None:
+                per_task = ranking_metrics(self.top_k)
+                metrics, prefix = per_task, f"{stage}/{scenario}/{ranking}/"
             else:
                 if scenario != POOLED:  # pooled per-task metrics are derived in ``compute``
                     per_task = {f"ndcg@{k}": RetrievalNormalizedDCG(top_k=k) for k in self.ndcg_k}
@@ -86,7 +111,7 @@ class RatingMetrics(nn.Module):
                 if len(self.rating_levels):
                     metrics["mae_rounded"] = MeanAbsoluteError()
                 prefix = f"{stage}/" if scenario == POOLED else f"{stage}/{scenario}/"
-            postfix = "_zero_shot" if kind == "zero_shot" else None
+            postfix = "_zero_shot" if kind.endswith("zero_shot") else None
             self.sets[key] = MetricCollection(metrics, prefix=prefix, postfix=postfix).to(device)
             if per_task:
                 self.task_counts[key] = SumMetric().to(device)
@@ -111,15 +136,18 @@ class RatingMetrics(nn.Module):
                     metric.update(rounded if base == "mae_rounded" else pred, target)
             if key in self.task_counts:
                 self.task_counts[key].update(real.any(1).sum().float())
-        if batch.candidate is not None and not zero_shot:
-            self._update_pool(stage, scenario, pred_all, batch, sid)
+        rankings = batch.rankings or ({"pool": batch.candidate} if batch.candidate is not None else {})
+        for ranking, candidates in rankings.items():
+            self._update_ranking(stage, scenario, ranking, pred_all, batch, candidates, sid, zero_shot)
 
-    def _update_pool(self, stage: str, scenario: str, pred: Tensor, batch: TaskBatch, sid: int) -> None:
-        """Rank each task's query positives among its candidates (other query items are left out)."""
+    def _update_ranking(self, stage: str, scenario: str, ranking: str, pred: Tensor, batch: TaskBatch,
+                        candidates: Tensor, sid: int, zero_shot: bool) -> None:
+        """Rank each task's query positives among ``candidates`` [tasks, query] (other query items are left out)."""
         positive = (batch.query.mask > 0) & (batch.query.rating >= self.like_threshold)
-        keep = positive | batch.candidate
+        keep = positive | candidates
         tasks = (batch.key * 1024 + sid)[:, None].expand_as(keep)[keep]
-        key, collection = self._collection(stage, scenario, "pool", pred.device)
+        kind = f"{ranking}/{'zero_shot' if zero_shot else 'adapted'}"
+        key, collection = self._collection(stage, scenario, kind, pred.device)
         collection.update(break_ties(pred[keep]), positive[keep].long(), indexes=tasks)
         self.task_counts[key].update(positive.any(1).sum().float())  # tasks without a positive are skipped
 

@@ -143,6 +143,25 @@ def test_top_k_over_candidates_matches_hand_computed_values():
     ndcg2 = ((1 / math.log2(3)) / 1 + 1 / dcg([1, 1])) / 2
     assert out["test/pool/ndcg@2"] == pytest.approx(ndcg2, abs=1e-6)
     assert out["test/mae"] == pytest.approx((2 + 7 + 1 + 3) / 4)  # candidates never enter the MAE
+    # MRR: task 0's positive at rank 2, task 1's first positive at rank 1; AUC: task 0 beats 2 of 3 candidates,
+    # task 1's positives (5, 1) beat candidates (3, 2) in 2 of 4 pairs
+    assert out["test/pool/mrr"] == pytest.approx((1 / 2 + 1) / 2)
+    assert out["test/pool/auc"] == pytest.approx((2 / 3 + 2 / 4) / 2)
+
+
+def test_each_ranking_ranks_among_its_own_candidates_before_and_after_adaptation():
+    # one task: a positive (pred 2.0) + 3 candidates (3.0, 1.0, 0.5); the sampled pool holds only the last two
+    ratings, mask = [[1, 0, 0, 0]], [[1, 0, 0, 0]]
+    batch = batch_of(ratings, mask, candidate=[[0, 1, 1, 1]])
+    batch.rankings = {"pool": torch.tensor([[False, False, True, True]]), "full": batch.candidate}
+    m = RatingMetrics(top_k=(1,), like_threshold=0.5)  # implicit feedback: every interaction is a positive
+    m.update("val", "s", torch.tensor([[2.0, 3.0, 1.0, 0.5]]), batch)
+    m.update("val", "s", torch.tensor([[0.0, 3.0, 1.0, 0.5]]), batch, zero_shot=True)  # before adaptation: last
+    out = m.compute("val")
+    assert out["val/pool/hit@1"] == 1.0 and out["val/full/hit@1"] == 0.0
+    assert out["val/full/mrr"] == pytest.approx(1 / 2) and out["val/s/full/mrr"] == pytest.approx(1 / 2)
+    assert out["val/full/mrr_zero_shot"] == pytest.approx(1 / 4)
+    assert out["val/pool/auc_zero_shot"] == 0.0 and out["val/pool/auc"] == 1.0
 
 
 def test_tied_scores_rank_positives_at_chance_not_by_input_order():

@@ -153,6 +153,9 @@ class TaskBatch:
     # [tasks, query] bool: query slots holding unrated candidate items (appended at test time for top-k metrics,
     # see data/candidates.py); their query.mask is 0, so they get predictions but never enter a loss or the MAE
     candidate: Optional[Tensor] = None
+    # ranking name -> [tasks, query] bool: which candidates each ranking of the metrics ranks the positives among
+    # (``{"pool": sampled, "full": every candidate}``); ``None``: one ranking, ``pool``, over every candidate
+    rankings: Optional[dict[str, Tensor]] = None
 
     def __len__(self) -> int:
         return self.key.shape[0]
