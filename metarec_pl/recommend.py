@@ -6,10 +6,13 @@ they have not rated are the query set, so adaptation is exactly the inner loop o
 the data set the model was trained on: ``Recommender.from_checkpoint`` rebuilds it from the data-module
 hyper-parameters stored in the checkpoint (or takes a data module / ``RatingData`` / config file you give).
 
-Ids are the data set's item ids (MovieLens: the official movie ids).  The catalogue is every item that has at
-least one rating in the data set.  Profile values are feature ids of the data set's user fields; a field not
-given takes the value most common among the training users (dense fields: their mean; multi-valued: none;
-a user id field: 0, the unknown id).
+Ids are the *raw* ids of the data set's files (``RatingData.raw_ids``: the strings of an ``interactions`` log,
+MovieLens' official ids): items and candidates are given as strings (surrounding spaces removed) or integers
+(meaning their decimal string, so ``12`` and ``"12"`` are the same item); ``None``, floats or other types are a
+one-line ``DataError``, as is an id the data set does not have.  Recommendations come back as ``(raw id: str,
+score)`` pairs.  The catalogue is every item that has at least one rating in the data set.  Profile values are
+feature ids of the data set's user fields; a field not given takes the value most common among the training
+users (dense fields: their mean; multi-valued: none; a user id field: 0, the unknown id).
 """
 
 from __future__ import annotations
@@ -22,22 +25,33 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from metarec_pl.data.types import DataError, FeatureSpec, RatingData, Samples, TaskBatch, is_broadcast
+from metarec_pl.data.types import DataError, FeatureSpec, RatingData, Samples, TaskBatch, is_broadcast, raw_id
 
-Ratings = Union[Mapping[int, float], Sequence[tuple[int, float]]]
+Ratings = Union[Mapping[Union[str, int], float], Sequence[tuple[Union[str, int], float]]]
 
 
 @dataclass
 class NewUser:
     """A user the model has never seen: a few ratings, optionally profile fields (``{"age": 2}``)."""
 
-    ratings: Ratings
+    ratings: Ratings  # raw item id -> rating, or (raw item id, rating) pairs
     profile: Optional[Mapping[str, Any]] = None
     name: Any = None  # echoed in outputs and error messages
+    where: Optional[list[str]] = None  # per rating, where it was read (``new.csv: line 3``), for error messages
 
-    def pairs(self) -> list[tuple[int, float]]:
-        items = self.ratings.items() if isinstance(self.ratings, Mapping) else self.ratings
-        return [(i, r) for i, r in items]
+    def pairs(self, who: str = "new user") -> list[tuple[Any, Any]]:
+        if isinstance(self.ratings, Mapping):
+            return list(self.ratings.items())
+        if isinstance(self.ratings, (str, bytes)) or not isinstance(self.ratings, Sequence):
+            raise DataError(f"{who}: ratings {self.ratings!r} are neither a mapping nor a list; expected "
+                            "{item: rating} or [(item, rating), ...]")
+        out = []
+        for pair in self.ratings:
+            if not (isinstance(pair, Sequence) and not isinstance(pair, str) and len(pair) == 2):
+                raise DataError(f"{who}: rating {pair!r} is not an (item, rating) pair; expected {{item: rating}} "
+                                "or [(item, rating), ...]")
+            out.append(tuple(pair))
+        return out
 
 
 @dataclass
@@ -68,51 +82,88 @@ class Catalogue:
             else:  # multi-valued: no values (all padding)
                 self.default_profile[f.key] = torch.zeros_like(values[0])
 
+    @property
+    def item_ids(self) -> list[str]:
+        """[n] raw ids of the catalogue items, in the order of ``items``."""
+        raw = self.data.raw_ids("item")
+        return [raw[c] for c in self.items.tolist()]
+
+    def raw_item(self, code: int) -> str:
+        """The raw id of item code ``code``."""
+        if not hasattr(self, "_raw_items"):
+            self._raw_items = self.data.raw_ids("item")
+        return self._raw_items[code]
+
     def _who(self, user: NewUser, index: int) -> str:
         return f"new user {user.name!r}" if user.name is not None else f"new user #{index}"
 
-    def check_items(self, items: Sequence[Any], who: str) -> Tensor:
-        """Item ids as a tensor; one-line error for a non-integer id or one outside the catalogue."""
-        ids = []
-        for i in items:
-            try:
-                ids.append(operator.index(i))
-            except TypeError:
-                raise DataError(f"{who}: item id {i!r} is not an integer; expected the data set's item ids") from None
-        for i in ids:
-            if not (0 <= i < len(self.known) and self.known[i]):
-                raise DataError(f"{who}: item {i} is not in the catalogue; expected one of the {len(self.items)} "
-                                f"item ids with ratings ({int(self.items[0])}..{int(self.items[-1])})")
-        return torch.tensor(ids, dtype=torch.long)
+    def check_items(self, items: Sequence[Any], who: str, where: Optional[Sequence[str]] = None) -> Tensor:
+        """Item codes [len(items)] of raw ids ``items``; one-line error (naming ``where[k]`` if given) for an id
+        that is not a string or integer, or that is not in the catalogue."""
+        if isinstance(items, (str, bytes)) or not hasattr(items, "__iter__"):
+            raise DataError(f"{who}: {items!r} is not a list of item ids; expected a list of raw item ids")
+        codes = []
+        for k, i in enumerate(items):
+            place = f"{where[k]}: " if where else ""
+            raw = raw_id(i.item() if isinstance(i, Tensor) else i, f"{place}{who}: item id")
+            code = self.data.code_of("item", raw)
+            if code is None or not (0 <= code < len(self.known) and self.known[code]):
+                examples = ", ".join(repr(x) for x in self.item_ids[:3])
+                raise DataError(f"{place}{who}: item {raw!r} is not in the catalogue; expected one of the "
+                                f"{len(self.items)} item ids of the data set with ratings (e.g. {examples})")
+            codes.append(code)
+        return torch.tensor(codes, dtype=torch.long)
 
     def support(self, user: NewUser, index: int) -> tuple[Tensor, Tensor]:
-        """The user's (items, ratings), checked: non-empty, known items, each once, ratings in the data's range."""
-        who, pairs = self._who(user, index), user.pairs()
+        """The user's (item codes, ratings), checked: non-empty, known items, each once, ratings in the data's
+        rating range (an ``interactions`` log without ``rating_range``: its own lowest..highest rating)."""
+        who = self._who(user, index)
+        pairs = user.pairs(who)
         if not pairs:
             raise DataError(f"{who}: no ratings; expected at least one (item, rating) pair")
-        items = self.check_items([i for i, _ in pairs], who)
-        ratings = torch.tensor([float(r) for _, r in pairs])
+        where = user.where if user.where and len(user.where) == len(pairs) else None
+        items = self.check_items([i for i, _ in pairs], who, where)
+        values = []
+        for k, (_, r) in enumerate(pairs):
+            place = f"{where[k]}: " if where else ""
+            if isinstance(r, bool) or not isinstance(r, (int, float)) and not (isinstance(r, Tensor) and r.numel() == 1):
+                raise DataError(f"{place}{who}: rating {r!r} of item {self.raw_item(int(items[k]))!r} is not a "
+                                "number; expected a number")
+            values.append(float(r))
+        ratings = torch.tensor(values)
         lo, hi = self.data.rating_range
         bad = ~torch.isfinite(ratings) | (ratings < lo) | (ratings > hi)
         if bad.any():
             k = int(bad.nonzero()[0])
-            raise DataError(f"{who}: item {int(items[k])} has rating {ratings[k].item():g}; expected a rating in "
-                            f"[{lo:g}, {hi:g}]")
+            place = f"{where[k]}: " if where else ""
+            raise DataError(f"{place}{who}: item {self.raw_item(int(items[k]))!r} has rating {ratings[k].item():g}; "
+                            f"expected a rating in [{lo:g}, {hi:g}] (the data set's scale)")
         uniq, counts = torch.unique(items, return_counts=True)
         if (counts > 1).any():
-            raise DataError(f"{who}: item {int(uniq[counts > 1][0])} is rated more than once; expected each item once")
+            raise DataError(f"{who}: item {self.raw_item(int(uniq[counts > 1][0]))!r} is rated more than once; "
+                            "expected each item once")
         return items, ratings
 
     def profile(self, user: NewUser, index: int) -> dict[str, Tensor]:
         """Feature key -> value for this user: the given fields (checked), defaults for the rest."""
         out = dict(self.default_profile)
         by_name = {f.name: f for f in self.user_fields}
-        for name, value in (user.profile or {}).items():
-            f = by_name.get(name.removeprefix("user_"))
+        profile = user.profile or {}
+        if not isinstance(profile, Mapping):
+            raise DataError(f"{self._who(user, index)}: profile {profile!r} is not a mapping; expected "
+                            "{field: value}")
+        for name, value in profile.items():
+            f = by_name.get(name.removeprefix("user_")) if isinstance(name, str) else None
             if f is None:
                 raise DataError(f"{self._who(user, index)}: unknown profile field {name!r}; expected one of: "
                                 f"{', '.join(by_name) or '(this data set has no user fields)'}")
-            raw = torch.as_tensor(value)
+            try:
+                raw = torch.as_tensor(value)
+            except (TypeError, ValueError, RuntimeError):
+                raw = None
+            if raw is None or raw.dtype == torch.bool or raw.is_complex():
+                raise DataError(f"{self._who(user, index)}: profile field {name!r} = {value!r} is not a number; "
+                                "expected a feature id (or numbers for a dense field)")
             t = raw.to(out[f.key].dtype)
             ok = t.shape == out[f.key].shape and (f.kind == "dense" or (
                 bool(((t >= 0) & (t < f.size)).all()) and bool((raw == t).all())))
@@ -181,6 +232,8 @@ class Recommender:
     """
 
     def __init__(self, module: Any, data: RatingData, batch_size: int = 64) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise DataError(f"recommender: batch_size {batch_size!r}; expected an integer >= 1")
         schema = [FeatureSpec(**f) if isinstance(f, dict) else f for f in module.hparams.schema]
         if schema != list(data.schema):
             raise DataError("recommender: the data's feature schema differs from the one the model was trained on; "
@@ -197,26 +250,41 @@ class Recommender:
         from metarec_pl.bilevel import MetaLearner
         from metarec_pl.data.module import MetaDataModule
 
+        if not isinstance(checkpoint, (str, Path)):
+            raise DataError(f"recommender: checkpoint {checkpoint!r} is not a path; expected a .ckpt file path")
         path = Path(checkpoint)
-        if not path.is_file():
-            raise DataError(f"recommender: checkpoint {str(path)!r} does not exist; expected a .ckpt file from fit")
-        module = MetaLearner.load_from_checkpoint(path, map_location=map_location)
+        ckpt = read_checkpoint(path)
+        try:
+            module = MetaLearner.load_from_checkpoint(path, map_location=map_location)
+        except Exception as exc:  # hyper-parameters or weights that do not make a MetaLearner
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise DataError(f"recommender: checkpoint {str(path)!r} does not load into a MetaLearner "
+                            f"({type(exc).__name__}: {first}); expected a checkpoint written by metarec fit") from None
         if data is None:
-            saved = torch.load(path, map_location="cpu", weights_only=False).get("datamodule_hyper_parameters")
+            saved = ckpt.get("datamodule_hyper_parameters")
             if saved is None:
                 raise DataError(f"recommender: {path} records no data module; pass data= (a MetaDataModule, "
                                 "RatingData or config file)")
-            data = MetaDataModule(**dict(saved))
+            data = _datamodule(dict(saved), f"the data module recorded in {path}")
         elif isinstance(data, (str, Path)):
             import yaml
 
-            config = yaml.safe_load(Path(data).read_text()) or {}
-            config = config.get("fit", config)  # a saved config.yaml may be nested under its subcommand
-            if "data" not in config:
+            source = Path(data)
+            if not source.is_file():
+                raise DataError(f"recommender: config {str(source)!r} does not exist; expected a metarec config file")
+            try:
+                config = yaml.safe_load(source.read_text()) or {}
+            except yaml.YAMLError as exc:
+                raise DataError(f"recommender: {source}: not valid YAML ({str(exc).splitlines()[0]})") from None
+            config = config.get("fit", config) if isinstance(config, dict) else config
+            if not isinstance(config, dict) or not isinstance(config.get("data"), dict):
                 raise DataError(f"recommender: {data} has no 'data:' section; expected a metarec config file")
-            data = MetaDataModule(**config["data"])
+            data = _datamodule(config["data"], f"{source}: data")
         if isinstance(data, MetaDataModule):
             data = data.data
+        if not isinstance(data, RatingData):
+            raise DataError(f"recommender: data={type(data).__name__}; expected a MetaDataModule, RatingData, a "
+                            "config file or None")
         return cls(module, data, **kwargs)
 
     def _predict(self, batch: TaskBatch) -> Tensor:
@@ -225,26 +293,69 @@ class Recommender:
         return self.module.adapted_predictions(batch).float().cpu()
 
     def recommend_many(self, users: Sequence[NewUser], k: int = 10,
-                       candidates: Optional[Sequence[int]] = None) -> list[list[tuple[int, float]]]:
-        """Top-``k`` (item, score) per user among ``candidates`` (default: the catalogue), rated items excluded."""
-        if k < 1:
-            raise ValueError(f"recommender: k must be >= 1, got {k}")
+                       candidates: Optional[Sequence[Union[str, int]]] = None) -> list[list[tuple[str, float]]]:
+        """Top-``k`` (raw item id, score) per user among ``candidates`` (raw ids; default: the catalogue), rated
+        items excluded, best first."""
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise DataError(f"recommender: k={k!r}; expected an integer >= 1")
+        if isinstance(users, (NewUser, str, Mapping)) or not isinstance(users, Sequence):
+            raise DataError(f"recommender: users={type(users).__name__}; expected a list of NewUser")
+        for i, u in enumerate(users):
+            if not isinstance(u, NewUser):
+                raise DataError(f"recommender: users[{i}] is a {type(u).__name__}; expected a NewUser")
         cand = None if candidates is None else self.catalogue.check_items(candidates, "candidates")
-        out: list[list[tuple[int, float]]] = []
+        if cand is not None and len(cand) == 0:
+            raise DataError("recommender: candidates is empty; expected at least one raw item id")
+        out: list[list[tuple[str, float]]] = []
         for start in range(0, len(users), self.batch_size):
             batch = self.catalogue.batch(users[start:start + self.batch_size], cand, offset=start)
-            out += top_k(self._predict(batch), batch.query.item, batch.query.mask, k)
+            out += [[(self.catalogue.raw_item(i), s) for i, s in recs]
+                    for recs in top_k(self._predict(batch), batch.query.item, batch.query.mask, k)]
         return out
 
     def recommend(self, ratings: Ratings, profile: Optional[Mapping[str, Any]] = None, k: int = 10,
-                  candidates: Optional[Sequence[int]] = None) -> list[tuple[int, float]]:
+                  candidates: Optional[Sequence[Union[str, int]]] = None) -> list[tuple[str, float]]:
+        """Top-``k`` (raw item id, score) for one new user with ``ratings`` (raw item id -> rating)."""
         return self.recommend_many([NewUser(ratings, profile)], k, candidates)[0]
 
-    def score(self, ratings: Ratings, items: Sequence[int],
+    def score(self, ratings: Ratings, items: Sequence[Union[str, int]],
               profile: Optional[Mapping[str, Any]] = None) -> Tensor:
-        """Adapted predicted ratings [len(items)] of ``items`` (rated or not) for one new user."""
+        """Adapted predicted ratings [len(items)] of ``items`` (raw ids, rated or not) for one new user."""
         cand = self.catalogue.check_items(items, "items to score")
+        if len(cand) == 0:
+            raise DataError("recommender: items to score is empty; expected at least one raw item id")
         return self._predict(self.catalogue.batch([NewUser(ratings, profile)], cand, exclude_rated=False))[0]
+
+
+def read_checkpoint(path: Path) -> dict:
+    """The checkpoint dictionary at ``path``; one-line ``DataError`` for a missing file, a folder, a truncated or
+    foreign file, or one without a model's ``state_dict`` and ``hyper_parameters``."""
+    expected = "expected a .ckpt file written by metarec fit (e.g. checkpoints/last.ckpt)"
+    if path.is_dir():
+        raise DataError(f"recommender: checkpoint {str(path)!r} is a folder; {expected}")
+    if not path.is_file():
+        raise DataError(f"recommender: checkpoint {str(path)!r} does not exist; {expected}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # zip/pickle/EOF errors of every kind: truncated or not a checkpoint
+        first = (str(exc).strip().splitlines() or [""])[0][:160]
+        raise DataError(f"recommender: checkpoint {str(path)!r} is not a readable checkpoint ({type(exc).__name__}"
+                        f"{': ' + first if first else ''}); {expected}") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
+        raise DataError(f"recommender: checkpoint {str(path)!r} holds no model weights and hyper-parameters; {expected}")
+    return ckpt
+
+
+def _datamodule(options: dict, where: str) -> Any:
+    """A ``MetaDataModule`` from saved or configured options.  Private keys (LightningCLI's ``_instantiator``,
+    ``_class_path``) are not data options and are left out; a wrong option is a one-line ``DataError``."""
+    from metarec_pl.data.module import MetaDataModule
+
+    options = {k: v for k, v in options.items() if not str(k).startswith("_")}
+    try:
+        return MetaDataModule(**options)
+    except TypeError as exc:
+        raise DataError(f"recommender: {where}: {str(exc).splitlines()[0]}; expected MetaDataModule options") from None
 
 
 def _to(batch: TaskBatch, device: torch.device) -> TaskBatch:

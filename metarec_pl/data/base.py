@@ -39,10 +39,25 @@ class TaskSampler:
     def __init__(self, query_size: int = 10, min_support: int = 1, max_support: Optional[int] = None,
                  order: Literal["random", "time"] = "random") -> None:
         if query_size < 1 or min_support < 1:
-            raise ValueError(f"task sampler: query_size and min_support must be >= 1, got {query_size}, {min_support}")
+            raise DataError(f"data.sampler_args: query_size and min_support must be >= 1, got {query_size}, "
+                            f"{min_support}; expected positive numbers of rows")
+        if max_support is not None and max_support < 1:
+            raise DataError(f"data.sampler_args: max_support must be >= 1 or null, got {max_support}")
         if order not in ("random", "time"):
-            raise ValueError(f"task sampler: order must be 'random' or 'time', got {order!r}")
+            raise DataError(f"data.sampler_args: order must be 'random' or 'time', got {order!r}")
         self.query_size, self.min_support, self.max_support, self.order = query_size, min_support, max_support, order
+
+    @property
+    def min_rows(self) -> int:
+        """Rows a group needs to become a task (``query_size + min_support``)."""
+        return self.query_size + self.min_support
+
+    def too_small(self, data: RatingData, rows: Tensor) -> tuple[int, int]:
+        """(groups of ``rows`` that ``tasks`` drops for having fewer than ``min_rows`` rows, groups in all)."""
+        keys = (data.user if self.group_by == "user" else data.item)[rows]
+        counts = torch.bincount(keys)
+        present = counts > 0
+        return int((present & (counts < self.min_rows)).sum()), int(present.sum())
 
     def tasks(self, data: RatingData, rows: Tensor, seed: int, name: str = "") -> list[Task]:
         if self.order == "time" and data.time is None:

@@ -1,10 +1,11 @@
-"""The on-disk cache of prepared data sets (Hugging Face ``datasets`` Arrow files), and the base class of every
-data set that reads files.
+"""The on-disk cache of prepared data sets (Arrow IPC files), and the base class of every data set that reads files.
 
 The cache key is a hash of the data set class, ``CACHE_VERSION``, the protocol's name and version, every option,
 and the *content* (blake2b) of every input file: a changed file or option gets a new entry, never a stale one.
-An entry is a ``DatasetDict`` (rows, feature tables, splits, item texts) written by ``save_to_disk`` into a
-temporary folder and renamed into place, so a failure leaves no half-written entry.  Old entries are not pruned.
+An entry is a folder of Arrow IPC files, one per part (``rows``, ``user_features``, ``item_features``, ``splits``,
+``item_text``, ``user_ids``, ``item_ids``; a part may have zero rows, e.g. no item texts) plus
+``metarec_meta.json`` (schema, rating range, what reading dropped), written into a temporary folder and renamed
+into place, so a failure leaves no half-written entry.  Old entries are not pruned.
 
 Location: ``cache_dir`` option, else ``$METAREC_PL_CACHE``, else ``~/.cache/metarec_pl``.
 """
@@ -24,9 +25,6 @@ from typing import Any, Optional
 import numpy as np
 import pyarrow as pa
 import torch
-import datasets
-from datasets import Dataset, DatasetDict, load_from_disk
-from datasets.table import InMemoryTable
 from torch import Tensor
 
 from metarec_pl.data import protocols
@@ -35,8 +33,9 @@ from metarec_pl.data.types import FeatureSpec, RatingData
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: Arrow IPC files per part (zero-row parts load), raw id maps, dropped-row counts
 CACHE_ENV = "METAREC_PL_CACHE"
+PARTS = ("rows", "user_features", "item_features", "splits", "item_text", "user_ids", "item_ids")
 
 
 def cache_root(cache_dir: Optional[str] = None) -> Path:
@@ -64,67 +63,80 @@ def _column(t: Tensor) -> pa.Array:
     return pa.FixedSizeListArray.from_arrays(pa.array(a.reshape(-1)), a.shape[1])
 
 
-def _table(columns: dict[str, Tensor]) -> Dataset:
-    return Dataset(InMemoryTable(pa.table({k: _column(v) for k, v in columns.items()} or {"_": pa.array([0])})))
-
-
 def _tensor(column) -> Tensor:
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     if pa.types.is_fixed_size_list(column.type):
         width = column.type.list_size
-        return torch.from_numpy(np.array(column.flatten().to_numpy()).reshape(-1, width))
+        values = np.asarray(column.flatten().to_numpy(zero_copy_only=False))
+        return torch.from_numpy(values.reshape(-1, width).copy())
     return torch.from_numpy(np.array(column.to_numpy(zero_copy_only=False)))
 
 
-def _save_parts(path: Path, parts: dict[str, Dataset]) -> None:
-    DatasetDict(parts).save_to_disk(str(path))
+def _write(path: Path, table: pa.Table) -> None:
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+
+
+def _read(path: Path) -> pa.Table:
+    with pa.memory_map(str(path), "r") as source:
+        return pa.ipc.open_file(source).read_all()
+
+
+def _ids(ids) -> pa.Table:
+    return pa.table({"raw": pa.array([] if ids is None else list(ids), pa.string())})
 
 
 def save(data: RatingData, path: Path) -> None:
+    """Write ``data`` into the folder ``path`` (every part, even one with zero rows, as an Arrow IPC file)."""
     rows = {"user": data.user, "item": data.item, "rating": data.rating}
     if data.time is not None:
         rows["time"] = data.time
     splits = [(stage, scenario, idx) for stage, s in data.splits.items() for scenario, idx in s.items()]
-    split_table = Dataset(InMemoryTable(pa.table({
-        "stage": [s for s, _, _ in splits], "scenario": [c for _, c, _ in splits],
-        "rows": pa.array([idx.numpy() for _, _, idx in splits], type=pa.list_(pa.int64()))})))
     text = data.item_text or {}
-    bars = datasets.is_progress_bar_enabled()
-    datasets.disable_progress_bars()
-    try:
-        _save_parts(path, {
-        "rows": _table(rows), "user_features": _table(data.user_features),
-        "item_features": _table(data.item_features), "splits": split_table,
-        "item_text": Dataset(InMemoryTable(pa.table({"item": pa.array(list(text), pa.int64()),
-                                                      "text": pa.array(list(text.values()), pa.string())}))),
-        })
-    finally:
-        if bars:
-            datasets.enable_progress_bars()
-    meta = {"schema": [asdict(f) for f in data.schema], "rating_range": list(data.rating_range)}
+    parts = {
+        "rows": pa.table({k: _column(v) for k, v in rows.items()}),
+        "user_features": pa.table({k: _column(v) for k, v in data.user_features.items()}),
+        "item_features": pa.table({k: _column(v) for k, v in data.item_features.items()}),
+        "splits": pa.table({"stage": pa.array([s for s, _, _ in splits], pa.string()),
+                            "scenario": pa.array([c for _, c, _ in splits], pa.string()),
+                            "rows": pa.array([idx.numpy() for _, _, idx in splits], type=pa.list_(pa.int64()))}),
+        "item_text": pa.table({"item": pa.array(list(text), pa.int64()),
+                               "text": pa.array(list(text.values()), pa.string())}),
+        "user_ids": _ids(data.user_ids), "item_ids": _ids(data.item_ids),
+    }
+    for name, table in parts.items():
+        _write(path / f"{name}.arrow", table)
+    meta = {"schema": [asdict(f) for f in data.schema], "rating_range": list(data.rating_range),
+            "has_item_text": data.item_text is not None, "has_ids": [data.user_ids is not None,
+                                                                     data.item_ids is not None],
+            "dropped": data.dropped}
     (path / "metarec_meta.json").write_text(json.dumps(meta))
 
 
 def load(path: Path) -> RatingData:
-    parts = load_from_disk(str(path))
+    """The ``RatingData`` stored by ``save`` in ``path``."""
     meta = json.loads((path / "metarec_meta.json").read_text())
-    table = {name: parts[name].data.table for name in parts}
+    table = {name: _read(path / f"{name}.arrow") for name in PARTS}
 
     def columns(name: str) -> dict[str, Tensor]:
-        return {c: _tensor(table[name].column(c)) for c in table[name].column_names if c != "_"}
+        return {c: _tensor(table[name].column(c)) for c in table[name].column_names}
 
     rows = columns("rows")
     splits: dict[str, dict[str, Tensor]] = {}
-    s = table["splits"].to_pydict() if table["splits"].num_rows else {"stage": [], "scenario": [], "rows": []}
+    s = table["splits"].to_pydict()
     for i, (stage, scenario) in enumerate(zip(s["stage"], s["scenario"])):
-        splits.setdefault(stage, {})[scenario] = _tensor(table["splits"].column("rows")[i].values)
+        splits.setdefault(stage, {})[scenario] = _tensor(table["splits"].column("rows")[i].values).long()
     text = table["item_text"].to_pydict()
+    ids = [table[f"{side}_ids"].column("raw").to_pylist() if has else None
+           for side, has in zip(("user", "item"), meta["has_ids"])]
     return RatingData(
         user=rows["user"], item=rows["item"], rating=rows["rating"], time=rows.get("time"),
         user_features=columns("user_features"), item_features=columns("item_features"),
         schema=[FeatureSpec(**f) for f in meta["schema"]], splits=splits,
-        rating_range=tuple(meta["rating_range"]), item_text=dict(zip(text["item"], text["text"])) or None,
+        rating_range=tuple(meta["rating_range"]),
+        item_text=dict(zip(text["item"], text["text"])) if meta["has_item_text"] else None,
+        user_ids=ids[0], item_ids=ids[1], dropped=dict(meta["dropped"]),
     )
 
 

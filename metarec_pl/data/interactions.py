@@ -2,7 +2,10 @@
 
 ``columns`` maps the roles ``user``, ``item``, ``rating`` (explicit rating or implicit weight, optional when
 ``implicit``) and ``time`` (optional; numbers or dates) to column names (or 0-based positions when ``header`` is
-false).  User and item ids may be any strings; they are coded 0..n-1 in sorted order of the raw ids.
+false).  User and item ids may be any strings (surrounding spaces removed); they are coded 0..n-1 in sorted (string) order of
+the raw ids, and ``RatingData.user_ids`` / ``item_ids`` keep the raw id of every code (``metarec predict`` and
+``Recommender`` take and return raw ids).  A UTF-8 byte-order mark is ignored.  Without ``rating_range``, the
+log's own scale is the lowest..highest rating it holds.
 
 Implicit feedback (``implicit: true``): rows with weight > 0 (every row without a rating column) are positives
 (rating 1); for each positive, ``negatives`` items the user never interacted with are drawn (seeded by
@@ -11,7 +14,7 @@ Implicit feedback (``implicit: true``): rows with weight > 0 (every row without 
 Feature tables (``user_features`` / ``item_features``): ``{path, id, fields: {column: categorical|multi|dense},
 sep, multi_sep ("|"), header}``.  Categorical and multi-valued values are coded 1.. in sorted order (0 = unknown /
 padding); dense values must be numbers.  ``id_features: true`` adds the ids themselves as categorical fields
-``user_id`` / ``item_id`` (useful when there are no feature tables).  Every id of the log must have a row; extra rows (a full catalogue)
+``user_id`` / ``item_id``; a log with no feature tables gets them automatically (``MetaDataModule``).  Every id of the log must have a row; extra rows (a full catalogue)
 are ignored.  Duplicate (user, item) rows: ``duplicates: error`` (default) or ``last`` (keep the last row).
 """
 
@@ -95,6 +98,8 @@ def read_table(path: Path, fmt: str = "auto", sep: Optional[str] = None, header:
                         "the file's separator)")
     if frame.empty:
         raise DataError(f"{path}: no rows; expected a table separated by {sep!r}")
+    if header:  # column names as written, without surrounding spaces (a UTF-8 BOM is already gone: read_text)
+        frame.columns = [c.strip() if isinstance(c, str) else c for c in frame.columns]
     return Table(path, frame, text, header)
 
 
@@ -163,10 +168,11 @@ class Interactions(FileDataset):
         o = self.options
         log = read_table(self.files()[0], o["format"], o["sep"], o["header"], o["encoding"])
         cols = o["columns"]
-        user_raw = log.column(cols["user"], "user").to_numpy(str)
-        item_raw = log.column(cols["item"], "item").to_numpy(str)
+        # ids are read as strings with surrounding spaces removed (" 7" is the id "7"), as predict files are
+        user_raw = np.char.strip(log.column(cols["user"], "user").to_numpy(str))
+        item_raw = np.char.strip(log.column(cols["item"], "item").to_numpy(str))
         for raw, role in ((user_raw, "user"), (item_raw, "item")):
-            empty = np.char.str_len(np.char.strip(raw)) == 0
+            empty = np.char.str_len(raw) == 0
             if empty.any():
                 raise DataError(f"{log.where(int(np.argmax(empty)))}, column {cols[role]}: empty {role} id; expected "
                                 "an id")
@@ -203,7 +209,9 @@ class Interactions(FileDataset):
                                 f"{str(item_raw[row])!r};"
                                 " expected one row per (user, item) pair (set duplicates: last to keep the last one)")
         keep = ~dup
+        dropped = {"duplicate rows (duplicates: last keeps the last)": int(dup.sum())}
         if o["implicit"]:
+            dropped["rows with weight <= 0 (implicit)"] = int((keep & (rating <= 0)).sum())
             keep &= rating > 0
         if not keep.any():
             raise DataError(f"{log.path}: no rows left after removing duplicates and non-positive weights")
@@ -228,7 +236,9 @@ class Interactions(FileDataset):
         data = RatingData(
             user=torch.from_numpy(user), item=torch.from_numpy(item), rating=torch.from_numpy(rating.astype(np.float32)),
             time=torch.from_numpy(time) if time is not None else None, user_features=user_tables,
-            item_features=item_tables, schema=user_schema + item_schema, splits={}, rating_range=(float(lo), float(hi)))
+            item_features=item_tables, schema=user_schema + item_schema, splits={}, rating_range=(float(lo), float(hi)),
+            user_ids=[str(u) for u in user_ids], item_ids=[str(i) for i in item_ids],
+            dropped={k: v for k, v in dropped.items() if v})
         if o["id_features"]:  # the ids themselves as categorical fields (1..n; 0 is left for unknown)
             data = with_id_features(data, ("user", "item"))
         return data, None
@@ -244,7 +254,7 @@ class Interactions(FileDataset):
                             " id, fields, sep, multi_sep, header, format")
         table = read_table(require(self.root, spec["path"]), spec.get("format", "auto"), spec.get("sep"),
                            spec.get("header", True), self.options["encoding"])
-        key = table.column(spec["id"], f"{side} id").to_numpy(str)
+        key = np.char.strip(table.column(spec["id"], f"{side} id").to_numpy(str))
         dup = pd.Series(key).duplicated().to_numpy()
         if dup.any():
             raise DataError(f"{table.where(int(np.argmax(dup)))}: {side} id {key[np.argmax(dup)]!r} appears twice; "

@@ -18,7 +18,95 @@ from metarec_pl.data.types import (DataError, FeatureSpec, RatingData, Task, Tas
                                    without_features)
 
 log = logging.getLogger(__name__)
+report_log = logging.getLogger("metarec_pl.data")  # WARNING lines show in `metarec` output by default (stderr)
 MAX_RATING_LEVELS = 20  # more distinct training ratings than this: a continuous target, no rating levels
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def construct(cls: Any, args: Optional[dict[str, Any]], where: str, **fixed: Any) -> Any:
+    """``cls(**fixed, **args)`` with one-line ``DataError``s for a user's mistakes in ``args`` (``where`` names
+    them, e.g. ``data.dataset_args``): not a mapping, an unknown key, or a value of the wrong type for the
+    parameter's annotation (checked with pydantic in lax mode, so ``"4"`` is read as 4 but ``"four"`` is refused).
+    ``ValueError``s the class raises itself become ``DataError``s as they are."""
+    import inspect
+    import typing
+
+    if args is None:
+        args = {}
+    if not isinstance(args, dict):
+        raise DataError(f"{where}: {args!r} is not a mapping; expected {{option: value, ...}}")
+    signature = inspect.signature(cls)
+    params = signature.parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    named = [n for n, p in params.items() if p.kind not in (inspect.Parameter.VAR_KEYWORD,
+                                                             inspect.Parameter.VAR_POSITIONAL) and n not in fixed]
+    for key in args:
+        if not isinstance(key, str) or key in fixed or (key not in params and not takes_any):
+            raise DataError(f"{where}: unknown option {key!r} for {getattr(cls, '__name__', cls)}; expected some of: "
+                            f"{', '.join(named)}")
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # an annotation that does not resolve: no type checks
+        hints = {}
+    checked = dict(args)
+    if hints:
+        import pydantic
+
+        for key, value in args.items():
+            hint = hints.get(key)
+            if hint is None or hint is Any:
+                continue
+            try:
+                adapter = pydantic.TypeAdapter(hint)
+            except Exception:  # a type pydantic cannot check (e.g. a Protocol): left to the class
+                continue
+            try:
+                checked[key] = adapter.validate_python(value)
+            except pydantic.ValidationError as exc:
+                msg = exc.errors()[0]["msg"]
+                raise DataError(f"{where}.{key}: {value!r} is the wrong type ({msg}); expected "
+                                f"{_type_name(hint)}") from None
+    try:
+        return cls(**fixed, **checked)
+    except DataError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{where}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+
+
+def drop_report(name: str, data: RatingData, sampler: Any) -> tuple[int, str]:
+    """(number of things dropped, one line): what reading dropped (``data.dropped``), rows in no split of the
+    protocol, and per split the groups (users or items) the task sampler drops for having too few rows."""
+    parts = [f"{n} {reason}" for reason, n in data.dropped.items() if n]
+    total = sum(data.dropped.values())
+    in_split = torch.zeros(len(data.user), dtype=torch.bool)
+    for scenarios in data.splits.values():
+        for rows in scenarios.values():
+            in_split[rows] = True
+    outside = int((~in_split).sum())
+    if outside:
+        parts.append(f"{outside} of {len(data.user)} rows in no split of the protocol (filtered out or held back)")
+        total += outside
+    too_small = getattr(sampler, "too_small", None)
+    if too_small is not None:
+        small, groups, where = 0, 0, []
+        for stage, scenarios in data.splits.items():
+            for scenario, rows in scenarios.items():
+                d, g = too_small(data, rows)
+                small, groups = small + d, groups + g
+                if d:
+                    where.append(f"{stage}/{scenario} {d}")
+        side = getattr(sampler, "group_by", "group")
+        if small:
+            parts.append(f"{small} of {groups} {side} tasks with fewer than {sampler.min_rows} rows "
+                         f"(query_size + min_support) dropped: {', '.join(where)}")
+            total += small
+    size = f"{len(data.user)} rows, {len(torch.unique(data.user))} users, {len(torch.unique(data.item))} items"
+    line = f"metarec: {name}: {size}; " + (f"dropped {'; '.join(parts)}" if parts else "nothing dropped")
+    return total, line
 
 
 class ScenarioBatchSampler(Sampler[list[int]]):
@@ -164,8 +252,8 @@ class MetaDataModule(L.LightningDataModule):
             raise DataError(f"data.drop_features: {drop_features!r} is not a list; expected a list of field keys "
                             "(e.g. ['user_zip']) or sides ('user', 'item')")
         dataset_cls, sampler_cls = plugins.get_dataset(dataset), plugins.get_task_sampler(sampler)
-        self.dataset = dataset_cls(root=root, **(dataset_args or {}))
-        self.sampler = sampler_cls(**(sampler_args or {}))
+        self.dataset = construct(dataset_cls, dataset_args, "data.dataset_args", root=root)
+        self.sampler = construct(sampler_cls, sampler_args, "data.sampler_args")
         needed = getattr(self.dataset, "sampler_order", None)  # e.g. protocol temporal: support before query
         if needed is not None and getattr(self.sampler, "order", needed) != needed:
             raise DataError(f"data set '{dataset}': its protocol needs sampler_args.order: {needed}, "
@@ -176,10 +264,28 @@ class MetaDataModule(L.LightningDataModule):
 
     @property
     def data(self) -> RatingData:
+        """The data set, loaded once: ``drop_features``, then ``id_features``.  A data set with no feature fields
+        at all (e.g. a bare ``user,item,rating`` log) gets its user and item ids as fields automatically, said
+        in one logged line; each load logs one line counting what was dropped (WARNING when anything was)."""
         if self._data is None:
-            data = without_features(self.dataset.load(), tuple(self.hparams.drop_features))
-            self._data = with_id_features(data, tuple(self.hparams.id_features))
+            loaded = self.dataset.load()
+            data = without_features(loaded, tuple(self.hparams.drop_features))
+            data = with_id_features(data, tuple(self.hparams.id_features))
+            if not loaded.schema and not data.schema:
+                data = with_id_features(data, ("user", "item"))
+                report_log.warning("metarec: %s has no feature fields; using the user and item ids as features "
+                                   "(as with data.id_features: [user, item]); new users get the unknown id",
+                                   self._name())
+            dropped, line = drop_report(self._name(), data, self.sampler)
+            report_log.log(logging.WARNING if dropped else logging.INFO, "%s", line)
+            self._data = data
         return self._data
+
+    def _name(self) -> str:
+        """The data set and its main file, for messages (``interactions log.csv``)."""
+        path = getattr(self.dataset, "options", {}).get("path") if isinstance(getattr(self.dataset, "options", None),
+                                                                              dict) else None
+        return f"{self.hparams.dataset} {path}" if path else str(self.hparams.dataset)
 
     @property
     def schema(self) -> list[FeatureSpec]:
@@ -269,6 +375,7 @@ class MetaDataModule(L.LightningDataModule):
         if self.hparams.predict_file:
             from metarec_pl.predict_io import new_user_loader, read_new_users
 
-            self.predict_users = read_new_users(self.hparams.predict_file)
+            self.predict_users = read_new_users(self.hparams.predict_file, profile_fields=[
+                f.name for f in self.data.schema if f.side == "user" and not f.is_id])
             return new_user_loader(self.data, self.predict_users, self._eval_batch())
         return self._loader("test", self._eval_batch(), shuffle=False)

@@ -2,14 +2,21 @@
 
 A data set yields one ``RatingData``: flat (user, item, rating[, time]) rows, feature tables indexed by
 user and item id, a feature ``schema`` and ``splits`` (stage -> scenario -> row indices).
+
+Ids: rows and tables use *codes* (0..n-1); ``user_ids`` / ``item_ids`` map each code back to the *raw* id as
+written in the files (a string), and ``code_of`` maps a raw id to its code.  Data sets whose codes are their
+official integer ids (MovieLens, MeLU's release, the synthetic world) leave the maps ``None``: the raw id of
+code c is then ``str(c)``.  ``raw_id`` is how every public entry point (``metarec predict``, ``Recommender``)
+reads an id a user gives: a string (surrounding spaces removed) or an integer (meaning its decimal string).
 A sampler turns rows into ``Task``s (support rows + query rows); ``TaskCollator`` pads a list of tasks
 into one ``TaskBatch`` whose tensors have a leading task dimension and masks for the padding.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Literal, Optional
+import numbers
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -48,6 +55,21 @@ def is_broadcast(t: Tensor, dim: int = 0) -> bool:
 
 
 
+def raw_id(value: Any, what: str = "id") -> str:
+    """A user-given id as the raw string it stands for: a string stripped of surrounding spaces, or an integer
+    (not a bool) as its decimal string.  Anything else (``None``, floats, lists, empty strings) is a one-line
+    ``DataError`` naming ``what``."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text:
+            return text
+        raise DataError(f"{what}: {value!r} is an empty id; expected a non-empty string or an integer")
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return str(int(value))
+    raise DataError(f"{what}: {value!r} ({type(value).__name__}) is not an id; expected a string or an integer "
+                    "(the raw id as written in the data files)")
+
+
 @dataclass
 class RatingData:
     user: Tensor  # [N] long
@@ -61,6 +83,25 @@ class RatingData:
     rating_range: tuple[float, float] = (1.0, 5.0)
     # item id -> raw text (e.g. "Title (1995). Plot ..."), for text-feature plugins; None when the files have none
     item_text: Optional[dict[int, str]] = None
+    # code -> raw id as written in the files; None: the codes are the raw (integer) ids themselves
+    user_ids: Optional[Sequence[str]] = None
+    item_ids: Optional[Sequence[str]] = None
+    # what reading dropped before any split: reason -> number of rows (e.g. {"duplicate rows": 3}), for the
+    # one-line report of each load (``MetaDataModule``)
+    dropped: dict[str, int] = field(default_factory=dict)
+    _codes: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def raw_ids(self, side: Literal["user", "item"]) -> list[str]:
+        """[num_users or num_items] the raw id of every code of ``side``."""
+        ids = self.user_ids if side == "user" else self.item_ids
+        n = self.num_users if side == "user" else self.num_items
+        return list(ids) if ids is not None else [str(c) for c in range(n)]
+
+    def code_of(self, side: Literal["user", "item"], raw: str) -> Optional[int]:
+        """The code of raw id ``raw`` (a string, see ``raw_id``), or ``None`` when ``side`` has no such id."""
+        if side not in self._codes:
+            self._codes[side] = {r: c for c, r in enumerate(self.raw_ids(side))}
+        return self._codes[side].get(raw)
 
     @property
     def num_users(self) -> int:
