@@ -53,11 +53,12 @@ def test_recommendations_match_the_evaluation_inner_loop(trained):
     got = rec.score(list(zip(items, ratings)), data.item[task.query].tolist(), profile)
     assert torch.allclose(got, expected, atol=1e-5)
 
-    # recommend(): the k best unrated catalogue items, by the scores of the same adapted model
+    # recommend(): the k best unrated catalogue items (raw ids: the synthetic world's are its codes as strings)
     top = rec.recommend(dict(zip(items, ratings)), profile, k=5)
-    assert len(top) == 5 and not set(items) & {i for i, _ in top}
+    assert len(top) == 5 and all(isinstance(i, str) for i, _ in top)
+    assert not {str(i) for i in items} & {i for i, _ in top}
     assert [s for _, s in top] == sorted([s for _, s in top], reverse=True)
-    unrated = [i for i in rec.catalogue.items.tolist() if i not in set(items)]
+    unrated = [i for i in rec.catalogue.item_ids if i not in {str(i) for i in items}]
     all_scores = rec.score(dict(zip(items, ratings)), unrated, profile)
     assert torch.allclose(torch.tensor([s for _, s in top]), all_scores.topk(5).values, atol=1e-5)
 
@@ -96,11 +97,13 @@ def test_batched_users_equal_one_at_a_time(trained):
 
 @pytest.mark.parametrize("ratings, profile, expected", [
     ({}, None, "new user #0: no ratings; expected at least one (item, rating) pair"),
-    ({100000: 4}, None, "new user #0: item 100000 is not in the catalogue; expected one of the 100 item ids"),
-    ({3: 7}, None, "new user #0: item 3 has rating 7; expected a rating in [1, 5]"),
-    ({3: float("nan")}, None, "new user #0: item 3 has rating nan; expected a rating in [1, 5]"),
-    ([(3, 4), (3, 5)], None, "new user #0: item 3 is rated more than once; expected each item once"),
-    ({"x": 4}, None, "new user #0: item id 'x' is not an integer"),
+    ({100000: 4}, None, "new user #0: item '100000' is not in the catalogue; expected one of the 100 item ids"),
+    ({3: 7}, None, "new user #0: item '3' has rating 7; expected a rating in [1, 5]"),
+    ({3: float("nan")}, None, "new user #0: item '3' has rating nan; expected a rating in [1, 5]"),
+    ([(3, 4), ("3", 5)], None, "new user #0: item '3' is rated more than once; expected each item once"),
+    ({"x": 4}, None, "new user #0: item 'x' is not in the catalogue"),
+    ({None: 4}, None, "new user #0: item id: None (NoneType) is not an id; expected a string or an integer"),
+    ({3.0: 4}, None, "new user #0: item id: 3.0 (float) is not an id"),
     ({3: 4}, {"sex": 1}, "new user #0: unknown profile field 'sex'; expected one of: gender, age, occupation, region"),
     ({3: 4}, {"age": 7}, "new user #0: profile field 'age' = 7; expected an id in [0, 7)"),
 ])
@@ -146,7 +149,7 @@ def test_metarec_predict_writes_top_k_from_csv_and_json(trained, tmp_path):
     assert [(r["user"], r["rank"]) for r in rows] == [("ann", "1"), ("ann", "2"), ("ann", "3"),
                                                       ("bob", "1"), ("bob", "2"), ("bob", "3")]
     ann = rec.recommend({1: 5, 2: 1, 3: 4}, {"age": 2}, k=3)
-    assert [int(r["item"]) for r in rows[:3]] == [i for i, _ in ann]
+    assert [r["item"] for r in rows[:3]] == [i for i, _ in ann]
     assert [float(r["score"]) for r in rows[:3]] == pytest.approx([s for _, s in ann], abs=1e-4)
     cy = json.loads((tmp_path / "recs.json").read_text())["cy"]
     assert [i for i, _ in cy] == [i for i, _ in rec.recommend({4: 5, 5: 2}, {"age": 1}, k=3)]
@@ -156,5 +159,6 @@ def test_metarec_predict_writes_top_k_from_csv_and_json(trained, tmp_path):
                           str(path), "--data.predict_file", "bad.csv", "--recommend.output", "bad_out.csv"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 2
-    assert out.stderr.strip().splitlines()[-1].startswith("metarec: error: new user 'ann': item 99999 is not in")
+    assert out.stderr.strip().splitlines()[-1].startswith(
+        "metarec: error: bad.csv: line 3: new user 'ann': item '99999' is not in the catalogue")
     assert not (tmp_path / "bad_out.csv").exists()
