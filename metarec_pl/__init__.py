@@ -1,18 +1,16 @@
 """metarec_pl: meta-learning for cold-start recommendation on PyTorch Lightning.
 
 Public API for users and plugin authors (docs/plugins.md): the hook marker, the registry getters, the base
-classes of the four plugin kinds and the data types they exchange.  ``MetaLearner`` and ``masked_mse`` live in
-``metarec_pl.bilevel`` and are imported on first use (they pull in Lightning).
+classes of the four plugin kinds and the data types they exchange.  Importing ``metarec_pl`` imports only pluggy:
+the base classes and data types (torch) and ``MetaLearner`` / ``masked_mse`` (Lightning) are imported on first
+use, so ``metarec plugins`` and a plugin's hook module stay fast.
 """
 
+import importlib
+import importlib.util
 from typing import TYPE_CHECKING, Any
 
-from metarec_pl.algorithms.base import AdaptResult, Algorithm
-from metarec_pl.models.pairs import encoder_dim
-from metarec_pl.data.base import RatingDataset, TaskSampler
-from metarec_pl.data.types import FeatureSpec, RatingData, Samples, Task, TaskBatch
 from metarec_pl.hookspecs import hookimpl, hookspec
-from metarec_pl.models.base import RatingModel
 from metarec_pl.plugins import (
     get_algorithm,
     get_dataset,
@@ -24,9 +22,23 @@ from metarec_pl.plugins import (
 )
 
 if TYPE_CHECKING:
+    from metarec_pl.algorithms.base import AdaptResult, Algorithm
     from metarec_pl.bilevel import MetaLearner, masked_mse
+    from metarec_pl.data.base import RatingDataset, TaskSampler
+    from metarec_pl.data.types import FeatureSpec, RatingData, Samples, Task, TaskBatch
+    from metarec_pl.models.base import RatingModel
+    from metarec_pl.models.pairs import encoder_dim
 
 __version__ = "0.1.0"
+
+_LAZY = {  # public name -> module that defines it (imported on first access)
+    "AdaptResult": "metarec_pl.algorithms.base", "Algorithm": "metarec_pl.algorithms.base",
+    "encoder_dim": "metarec_pl.models.pairs", "RatingModel": "metarec_pl.models.base",
+    "RatingDataset": "metarec_pl.data.base", "TaskSampler": "metarec_pl.data.base",
+    "FeatureSpec": "metarec_pl.data.types", "RatingData": "metarec_pl.data.types", "Samples": "metarec_pl.data.types",
+    "Task": "metarec_pl.data.types", "TaskBatch": "metarec_pl.data.types",
+    "MetaLearner": "metarec_pl.bilevel", "masked_mse": "metarec_pl.bilevel",
+}
 
 __all__ = [
     "__version__", "hookimpl", "hookspec", "get_algorithm", "get_dataset", "get_model", "get_task_sampler",
@@ -37,8 +49,14 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("MetaLearner", "masked_mse"):
-        from metarec_pl import bilevel
-
-        return getattr(bilevel, name)
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        return importlib.import_module(f"{__name__}.{name}")  # a submodule, as ``import metarec_pl`` gave before
     raise AttributeError(f"module 'metarec_pl' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -42,19 +42,19 @@ class MetaRecCLI(LightningCLI):
 
 
 def print_plugins(out=sys.stdout) -> None:
-    rows = [(r.kind, r.name, r.distribution, r.plugin) for r in plugins.registrations()]
-    header = ("kind", "name", "distribution", "plugin")
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    for row in (header, *rows):
-        print("  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip(), file=out)
-    for reason in plugins.skipped:
-        print(reason.splitlines()[0], file=out)
+    """The ``metarec plugins`` table (``metarec_pl.plugins.print_table``; the console script answers it without
+    importing this module, see ``metarec_pl.entry``)."""
+    plugins.print_table(out)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["plugins"]:
-        print_plugins()
+        from metarec_pl.entry import plugins_command  # the same command as the light console script's
+
+        code = plugins_command(args[1:])
+        if code:
+            sys.exit(code)
         return
     try:
         MetaRecCLI(MetaLearner, MetaDataModule, args=None if argv is None else args, auto_configure_optimizers=False,

@@ -2,12 +2,14 @@
 
 A plugin is any module or object with functions marked ``@hookimpl`` whose names match the specs
 below.  Each hook receives a ``register(name, cls)`` callback; plugins never touch core storage.
-Built-in algorithms, models, samplers and data sets register through exactly these hooks.
+``cls`` is a class or its lazy reference ``"module:Class"``, imported on first use (so a plugin's hook module
+can stay as light as the built-ins', which import only this module).  Built-in algorithms, models, samplers and
+data sets register through exactly these hooks.  What happens when a hook goes wrong: ``metarec_pl.plugins``.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Union
 
 import pluggy
 
@@ -16,7 +18,7 @@ PROJECT = "metarec_pl"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
-Register = Callable[[str, type], None]
+Register = Callable[[str, Union[type, str]], None]  # register(name, cls or "module:Class")
 
 
 @hookspec

@@ -1,26 +1,25 @@
-from metarec_pl.algorithms.baselines import Bias, FineTune, MFFoldIn, Popularity
-from metarec_pl.algorithms.global_model import GlobalModel
-from metarec_pl.algorithms.maml import ANIL, FOMAML, MAML
-from metarec_pl.algorithms.matchingnet import MatchingNet
-from metarec_pl.algorithms.melu import MeLU
-from metarec_pl.algorithms.protonet import ProtoNet
-from metarec_pl.algorithms.metasgd import MetaSGD
-from metarec_pl.algorithms.reptile import Reptile
+"""Built-in algorithms, as lazy ``"module:Class"`` references (imported on first ``get``)."""
+
 from metarec_pl.hookspecs import hookimpl
+
+ALGORITHMS = {
+    "maml": "metarec_pl.algorithms.maml:MAML",
+    "fomaml": "metarec_pl.algorithms.maml:FOMAML",
+    "metasgd": "metarec_pl.algorithms.metasgd:MetaSGD",
+    "reptile": "metarec_pl.algorithms.reptile:Reptile",
+    "anil": "metarec_pl.algorithms.maml:ANIL",
+    "none": "metarec_pl.algorithms.global_model:GlobalModel",
+    "bias": "metarec_pl.algorithms.baselines:Bias",
+    "finetune": "metarec_pl.algorithms.baselines:FineTune",
+    "mf-foldin": "metarec_pl.algorithms.baselines:MFFoldIn",
+    "popularity": "metarec_pl.algorithms.baselines:Popularity",
+    "protonet": "metarec_pl.algorithms.protonet:ProtoNet",
+    "matchingnet": "metarec_pl.algorithms.matchingnet:MatchingNet",
+    "melu": "metarec_pl.algorithms.melu:MeLU",
+}
 
 
 @hookimpl
 def register_algorithms(register):
-    register("maml", MAML)
-    register("fomaml", FOMAML)
-    register("metasgd", MetaSGD)
-    register("reptile", Reptile)
-    register("anil", ANIL)
-    register("none", GlobalModel)
-    register("bias", Bias)
-    register("finetune", FineTune)
-    register("mf-foldin", MFFoldIn)
-    register("popularity", Popularity)
-    register("protonet", ProtoNet)
-    register("matchingnet", MatchingNet)
-    register("melu", MeLU)
+    for name, reference in ALGORITHMS.items():
+        register(name, reference)

@@ -1,16 +1,18 @@
-from metarec_pl.data.interactions import Interactions
-from metarec_pl.data.melu_release import MeLUMovieLens1M
-from metarec_pl.data.movielens import MovieLens1M, MovieLens100K
-from metarec_pl.data.synthetic import SyntheticWorld
-from metarec_pl.data.text import WithText
+"""Built-in data sets, as lazy ``"module:Class"`` references (imported on first ``get``: some pull in ``datasets``)."""
+
 from metarec_pl.hookspecs import hookimpl
+
+DATASETS = {
+    "synthetic": "metarec_pl.data.synthetic:SyntheticWorld",
+    "text": "metarec_pl.data.text:WithText",  # any data set + frozen-encoder text features
+    "movielens-100k": "metarec_pl.data.movielens:MovieLens100K",
+    "movielens-1m": "metarec_pl.data.movielens:MovieLens1M",
+    "melu-movielens-1m": "metarec_pl.data.melu_release:MeLUMovieLens1M",
+    "interactions": "metarec_pl.data.interactions:Interactions",
+}
 
 
 @hookimpl
 def register_datasets(register):
-    register("synthetic", SyntheticWorld)
-    register("text", WithText)  # any data set + frozen-encoder text features
-    register("movielens-100k", MovieLens100K)
-    register("movielens-1m", MovieLens1M)
-    register("melu-movielens-1m", MeLUMovieLens1M)
-    register("interactions", Interactions)
+    for name, reference in DATASETS.items():
+        register(name, reference)

@@ -1,9 +1,14 @@
+"""Built-in rating networks, as lazy ``"module:Class"`` references (imported on first ``get``)."""
+
 from metarec_pl.hookspecs import hookimpl
-from metarec_pl.models.melu import MeLUNet
-from metarec_pl.models.mlp import MLPNet
+
+MODELS = {
+    "melu": "metarec_pl.models.melu:MeLUNet",
+    "mlp": "metarec_pl.models.mlp:MLPNet",
+}
 
 
 @hookimpl
 def register_models(register):
-    register("melu", MeLUNet)
-    register("mlp", MLPNet)
+    for name, reference in MODELS.items():
+        register(name, reference)

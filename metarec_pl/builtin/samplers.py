@@ -1,8 +1,14 @@
-from metarec_pl.data.base import ItemTaskSampler, UserTaskSampler
+"""Built-in task samplers, as lazy ``"module:Class"`` references (imported on first ``get``)."""
+
 from metarec_pl.hookspecs import hookimpl
+
+SAMPLERS = {
+    "user": "metarec_pl.data.base:UserTaskSampler",
+    "item": "metarec_pl.data.base:ItemTaskSampler",
+}
 
 
 @hookimpl
 def register_task_samplers(register):
-    register("user", UserTaskSampler)
-    register("item", ItemTaskSampler)
+    for name, reference in SAMPLERS.items():
+        register(name, reference)
