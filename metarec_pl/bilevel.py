@@ -15,6 +15,7 @@ autograd graph and the one outer backward differentiates through them.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, fields
 from typing import Any, Callable, Iterable, Optional, Union
 
@@ -28,6 +29,7 @@ from torch.func import functional_call, vmap
 from metarec_pl import divergence, provenance
 from metarec_pl.algorithms.base import AdaptResult, Algorithm, masked_mse
 from metarec_pl.data.types import FeatureSpec, TaskBatch
+from metarec_pl.errors import ConfigError, check_keywords
 from metarec_pl.inner_tools import (KernelFirstLayer, adapt_checkpointed, cat_tasks, has_written_out_backward,
                                     inner_loss_scale, is_linear_stack, linear_stack, linear_stack_backward,
                                     select_tasks, task_groups, unscale)
@@ -173,6 +175,30 @@ def _add_steps(fast: dict[str, Tensor], steps: dict[str, Tensor]) -> dict[str, T
     return {n: w + steps[n] for n, w in fast.items()}
 
 
+INNER_LOOP_OPTIONS = ("inner_steps", "inner_lr", "first_order", "adapt", "eval_inner_steps")  # MetaLearner's own
+
+
+def _check_sizes(ndcg_k: Iterable[int], top_k: Iterable[int], vmap_chunk_size: Optional[int],
+                 inner_steps: Optional[int], eval_inner_steps: Optional[int], inner_lr: Optional[float],
+                 like_threshold: Optional[float]) -> None:
+    """``ConfigError`` naming the first option of ``MetaLearner`` whose value is out of range."""
+    for name, values in (("ndcg_k", ndcg_k), ("top_k", top_k)):
+        if isinstance(values, (int, str)) or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1
+                                                     for k in values):
+            raise ConfigError(f"model.{name}: {values!r} holds a cut-off that is not a whole number >= 1; "
+                              f"expected a list of cut-offs such as [5, 10]")
+    if vmap_chunk_size is not None and vmap_chunk_size < 1:
+        raise ConfigError(f"model.vmap_chunk_size: {vmap_chunk_size} tasks per chunk; expected >= 1 or null (all)")
+    for name, value in (("inner_steps", inner_steps), ("eval_inner_steps", eval_inner_steps)):
+        if value is not None and value < 0:
+            raise ConfigError(f"model.{name}: {value} steps; expected a whole number >= 0 (or null: the "
+                              f"algorithm's default)")
+    if inner_lr is not None and not (math.isfinite(inner_lr) and inner_lr >= 0):
+        raise ConfigError(f"model.inner_lr: {inner_lr}; expected a finite learning rate >= 0")
+    if like_threshold is not None and not math.isfinite(like_threshold):
+        raise ConfigError(f"model.like_threshold: {like_threshold}; expected a finite rating")
+
+
 def _outside_inference_mode(batch: TaskBatch) -> TaskBatch:
     """Inference tensors cannot enter autograd; clone them (cheap: one meta-batch) so adaptation can run."""
     return apply_to_collection(batch, Tensor, lambda t: t.clone() if t.is_inference() else t)
@@ -229,15 +255,22 @@ class MetaLearner(L.LightningModule):
     ) -> None:
         super().__init__()
         if on_divergence not in divergence.POLICIES:
-            raise ValueError(f"MetaLearner: on_divergence must be one of {divergence.POLICIES}, got {on_divergence!r}")
+            raise ConfigError(f"model.on_divergence: {on_divergence!r} is not a policy; expected one of "
+                              f"{', '.join(divergence.POLICIES)}")
         if schema is None:
-            raise ValueError("MetaLearner: schema is missing: pass the data's schema (the metarec CLI links "
-                             "data.schema to model.schema)")
+            raise ConfigError("model.schema is missing: pass the data's schema (the metarec CLI links "
+                              "data.schema to model.schema)")
+        _check_sizes(ndcg_k=ndcg_k, top_k=top_k, vmap_chunk_size=vmap_chunk_size, inner_steps=inner_steps,
+                     eval_inner_steps=eval_inner_steps, inner_lr=inner_lr, like_threshold=like_threshold)
         specs = [FeatureSpec(**f) if isinstance(f, dict) else f for f in schema]
         self.save_hyperparameters(ignore=["optimizer"])
         self.hparams.schema = [asdict(f) for f in specs]  # plain data in hparams.yaml and checkpoints
         algorithm_cls = provenance.lookup("algorithm", algorithm, plugin_distributions)
         network_cls = provenance.lookup("model", network, plugin_distributions)
+        check_keywords(algorithm_cls, algorithm_args, "model.algorithm_args", f"algorithm '{algorithm}'",
+                       reserved={k: f"model.{k}" for k in INNER_LOOP_OPTIONS})
+        check_keywords(network_cls, network_args, "model.network_args", f"network '{network}'",
+                       reserved={"schema": "the data (data.*)"})
         self.hparams.plugin_distributions = provenance.record(("algorithm", algorithm), ("model", network))
         self.network: nn.Module = network_cls(specs, **(network_args or {}))
         if rating_mean is not None and isinstance(self.network, RatingModel):
@@ -251,6 +284,8 @@ class MetaLearner(L.LightningModule):
         self.metrics = RatingMetrics(ndcg_k=tuple(ndcg_k), top_k=tuple(top_k), like_threshold=like_threshold,
                                      rating_levels=rating_levels)
         self.skipped_tasks = 0  # tasks dropped by on_divergence="skip", all stages, this process
+        self._epoch_skipped: dict[str, int] = {}  # stage -> tasks skipped / evaluated in this epoch
+        self._epoch_evaluated: dict[str, int] = {}
 
     def forward(self, features: dict[str, Tensor]) -> Tensor:
         """Predictions of the meta-learned (unadapted) network."""
@@ -264,6 +299,7 @@ class MetaLearner(L.LightningModule):
         """Raise ``DivergenceError``, or (``skip``) count the diverged tasks and return the others (None: none left)."""
         if self.hparams.on_divergence == "skip":
             self.skipped_tasks += int(bad.sum())
+            self._epoch_skipped[stage] = self._epoch_skipped.get(stage, 0) + int(bad.sum())
             self.log(f"{stage}/skipped_tasks", float(bad.sum()), reduce_fx="sum", on_step=False, on_epoch=True,
                      batch_size=len(batch))
             return None if bad.all() else divergence.select(batch, ~bad) if bad.any() else batch
@@ -309,6 +345,7 @@ class MetaLearner(L.LightningModule):
             if bad.any():
                 batch, adapted = kept, adapted[~bad]
         self.metrics.update(stage, batch.scenario, adapted, batch)  # in the trainer's own (inference) mode
+        self._epoch_evaluated[stage] = self._epoch_evaluated.get(stage, 0) + len(batch)
         if self.algorithm.gradient_based:
             self.metrics.update(stage, batch.scenario, self.network(batch.query.features), batch, zero_shot=True)
 
@@ -323,16 +360,32 @@ class MetaLearner(L.LightningModule):
         return {"scenario": batch.scenario, "key": batch.key, "item": batch.query.item,
                 "mask": batch.query.mask, "prediction": pred.float()}
 
+    def _start_evaluation(self, stage: str) -> None:
+        self.metrics.clear(stage)  # metric states are created in this epoch's (inference) mode
+        self._epoch_skipped[stage] = self._epoch_evaluated[stage] = 0
+
+    def _check_evaluated(self, stage: str) -> None:
+        """``DivergenceError`` when ``on_divergence: skip`` dropped every task of this evaluation: there is no
+        metric to log (a monitored ``val/mae`` would be missing), so say why instead."""
+        skipped = self._epoch_skipped.get(stage, 0)
+        if skipped and not self._epoch_evaluated.get(stage, 0):
+            raise divergence.DivergenceError(
+                f"{self.hparams.algorithm}: every {stage} task diverged (NaN/inf) and was skipped "
+                f"(model.on_divergence: skip, {skipped} tasks), so no {stage} metric was computed (a monitored "
+                f"{stage}/mae would be missing); expected a lower model.inner_lr or model.inner_steps")
+
     def on_validation_epoch_start(self) -> None:
-        self.metrics.clear("val")  # metric states are created in this epoch's (inference) mode
+        self._start_evaluation("val")
 
     def on_test_epoch_start(self) -> None:
-        self.metrics.clear("test")
+        self._start_evaluation("test")
 
     def on_validation_epoch_end(self) -> None:
+        self._check_evaluated("val")
         self.log_dict(self.metrics.compute("val"), sync_dist=False)
 
     def on_test_epoch_end(self) -> None:
+        self._check_evaluated("test")
         self.log_dict(self.metrics.compute("test"), sync_dist=False)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:

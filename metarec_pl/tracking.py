@@ -16,7 +16,7 @@ import csv
 import importlib.metadata
 import time
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence, Union
+from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 import lightning as L
 import yaml
@@ -101,3 +101,60 @@ def log_line_plot(target: Loggers, key: str, xs: Sequence[float], series: Mappin
             logger.experiment.log({key: plot})
         else:
             _csv(logger, key, [xname, *series], zip(xs, *series.values()))
+
+
+OFFLINE_MODES = ("offline", "dryrun", "disabled")
+
+
+def _wandb_settings_mode(environ: Mapping[str, str]) -> Optional[str]:
+    """``mode`` from W&B's settings files (``wandb offline`` writes it), or None."""
+    import configparser
+
+    config_dir = environ.get("WANDB_CONFIG_DIR") or str(Path(environ.get("HOME", "~")).expanduser() / ".config"
+                                                        / "wandb")
+    for path in (Path(config_dir) / "settings", Path(environ.get("WANDB_DIR", ".")) / "wandb" / "settings"):
+        parser = configparser.ConfigParser()
+        try:
+            parser.read(path)
+        except (configparser.Error, OSError):
+            continue
+        if parser.has_option("default", "mode"):
+            return parser.get("default", "mode")
+    return None
+
+
+def _has_wandb_credentials(environ: Mapping[str, str]) -> bool:
+    """An API key in the environment, an identity-token file, or a netrc entry for the W&B host."""
+    import netrc
+    from urllib.parse import urlsplit
+
+    if environ.get("WANDB_API_KEY") or environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return True
+    host = urlsplit(environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").netloc or "api.wandb.ai"
+    home = Path(environ.get("HOME", "~")).expanduser()
+    paths = [environ["NETRC"]] if environ.get("NETRC") else [home / ".netrc", home / "_netrc"]
+    for path in paths:
+        try:
+            if netrc.netrc(str(path)).authenticators(host.split(":")[0]):
+                return True
+        except (FileNotFoundError, netrc.NetrcParseError, OSError):
+            continue
+    return False
+
+
+def wandb_login_problem(logger_options: Mapping[str, Any], environ: Mapping[str, str]) -> Optional[str]:
+    """Why a ``WandbLogger`` with ``logger_options`` (its ``init_args``) would need a login it cannot get, or None.
+
+    Online (no ``offline: true``, no offline ``mode``, ``WANDB_MODE`` not offline/disabled, no ``wandb offline``
+    setting) without an API key (``WANDB_API_KEY``, a netrc entry from ``wandb login``) W&B would prompt or fail
+    deep inside the run; this says so before anything starts.  Reads only the environment and files.
+    """
+    if logger_options.get("offline") or str(logger_options.get("mode", "")) in OFFLINE_MODES:
+        return None
+    mode = environ.get("WANDB_MODE") or _wandb_settings_mode(environ)
+    if (mode or "").lower() in OFFLINE_MODES or environ.get("WANDB_DISABLED", "").lower() in ("true", "1"):
+        return None
+    if _has_wandb_credentials(environ):
+        return None
+    return ("trainer.logger: WandbLogger is online but W&B has no login here (no WANDB_API_KEY, no netrc entry); "
+            "expected `wandb login` first, or WANDB_MODE=offline (or init_args offline: true) to log offline")

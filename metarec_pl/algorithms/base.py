@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, ClassVar, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
+from metarec_pl.errors import ConfigError
+
 if TYPE_CHECKING:
     from metarec_pl.data.types import TaskBatch
 
@@ -73,7 +75,8 @@ class Algorithm(nn.Module):
         inner_steps = self.default_inner_steps if inner_steps is None else inner_steps
         inner_lr = self.default_inner_lr if inner_lr is None else inner_lr
         if inner_steps < 0 or (eval_inner_steps is not None and eval_inner_steps < 0):
-            raise ValueError(f"{self.name}: inner steps must be >= 0, got {inner_steps}, {eval_inner_steps}")
+            raise ConfigError(f"model.inner_steps / eval_inner_steps: {self.name}: inner steps must be >= 0, got "
+                              f"{inner_steps}, {eval_inner_steps}")
         self.inner_steps = inner_steps if self.gradient_based else 0
         self.eval_inner_steps = (inner_steps if eval_inner_steps is None else eval_inner_steps) if self.gradient_based else 0
         self.inner_lr = inner_lr
@@ -90,8 +93,8 @@ class Algorithm(nn.Module):
         all_names = [n for n, _ in model.named_parameters()]
         self.adapted_names = [n for n in all_names if any(fnmatchcase(n, p) for p in self.adapt_patterns)]
         if self.gradient_based and not self.adapted_names:
-            raise ValueError(f"{self.name}: adapt patterns {list(self.adapt_patterns)} match no parameter; "
-                             f"parameters are: {', '.join(all_names)}")
+            raise ConfigError(f"model.adapt: {self.name}: adapt patterns {list(self.adapt_patterns)} match no "
+                              f"parameter of the network; expected globs over its parameters: {', '.join(all_names)}")
 
     def run(self, model: nn.Module, batch: "TaskBatch", steps: int, create_graph: bool,
             chunk_size: Optional[int] = None) -> AdaptResult:

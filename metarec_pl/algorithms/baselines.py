@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from metarec_pl.algorithms.base import AdaptResult, Algorithm, masked_mse
 from metarec_pl.data.types import TaskBatch
+from metarec_pl.errors import ConfigError
 from metarec_pl.models.base import pooled_multi
 
 
@@ -42,7 +43,7 @@ class _IdTables(Algorithm):
     def bind(self, model: nn.Module) -> None:
         super().bind(model)
         if self.num_users is None or self.num_items is None:
-            raise ValueError(f"{self.name}: needs num_users and num_items (MetaLearner args; the metarec CLI links "
+            raise ConfigError(f"{self.name}: needs num_users and num_items (MetaLearner args; the metarec CLI links "
                              f"them from the data module)")
 
 

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from metarec_pl.algorithms.base import AdaptResult, masked_mse
 from metarec_pl.algorithms.baselines import _IdTables
 from metarec_pl.data.types import TaskBatch
+from metarec_pl.errors import ConfigError
 
 try:
     import implicit
@@ -54,10 +55,10 @@ class _ImplicitMF(_IdTables):
                  alpha: float = 1.0, seed: int = 0, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         if implicit is None:
-            raise ValueError(f"{self.name}: needs the 'implicit' package; expected it installed "
+            raise ConfigError(f"{self.name}: needs the 'implicit' package; expected it installed "
                              "(pip install 'metarec_pl[implicit]')")
         if factors < 1 or iterations < 1 or regularization < 0 or alpha <= 0:
-            raise ValueError(f"{self.name}: expected factors >= 1, iterations >= 1, regularization >= 0, alpha > 0; "
+            raise ConfigError(f"{self.name}: expected factors >= 1, iterations >= 1, regularization >= 0, alpha > 0; "
                              f"got {factors}, {iterations}, {regularization}, {alpha}")
         self.factors, self.regularization, self.iterations = factors, regularization, iterations
         self.alpha, self.seed = alpha, seed

@@ -22,6 +22,7 @@ from metarec_pl.algorithms.base import AdaptResult, Algorithm
 from metarec_pl.models.pairs import encoder_dim, full_precision, projection
 from metarec_pl.bilevel import masked_mse
 from metarec_pl.data.types import TaskBatch
+from metarec_pl.errors import ConfigError
 
 
 class MatchingNet(Algorithm):
@@ -35,7 +36,7 @@ class MatchingNet(Algorithm):
                  temperature: float = 10.0, residual: bool = False, **base) -> None:
         super().__init__(**base)
         if temperature <= 0:
-            raise ValueError(f"matchingnet: temperature must be > 0, got {temperature}")
+            raise ConfigError(f"matchingnet: temperature must be > 0, got {temperature}")
         self.widths, self.full_context, self.heads, self.residual = tuple(projection), full_context, heads, residual
         self.log_scale = nn.Parameter(torch.tensor(math.log(temperature)))
 
@@ -46,7 +47,7 @@ class MatchingNet(Algorithm):
         if self.full_context:
             width = self.widths[-1] if self.widths else dim
             if width % self.heads:
-                raise ValueError(f"matchingnet: embedding width {width} is not divisible by heads={self.heads}")
+                raise ConfigError(f"matchingnet: embedding width {width} is not divisible by heads={self.heads}")
             self.support_context = nn.MultiheadAttention(width, self.heads, batch_first=True)
             self.query_context = nn.MultiheadAttention(width, self.heads, batch_first=True)
 

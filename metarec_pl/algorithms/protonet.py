@@ -21,6 +21,7 @@ from metarec_pl.algorithms.base import AdaptResult, Algorithm
 from metarec_pl.models.pairs import encoder_dim, full_precision, projection
 from metarec_pl.bilevel import masked_mse
 from metarec_pl.data.types import TaskBatch
+from metarec_pl.errors import ConfigError
 
 
 def rating_levels(rating_range: Sequence[float], levels: Optional[Sequence[float]]) -> list[float]:
@@ -31,7 +32,7 @@ def rating_levels(rating_range: Sequence[float], levels: Optional[Sequence[float
         lo, hi = float(rating_range[0]), float(rating_range[1])
         out = [float(x) for x in range(math.ceil(lo), math.floor(hi) + 1)]
     if len(out) < 2:
-        raise ValueError(f"protonet: needs at least two rating levels, got {out} "
+        raise ConfigError(f"protonet: needs at least two rating levels, got {out} "
                          f"(from rating_range={tuple(rating_range)}, levels={levels})")
     return out
 

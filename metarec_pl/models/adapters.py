@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from metarec_pl.errors import ConfigError
+
 
 class LoRALinear(nn.Linear):
     """``nn.Linear`` plus a rank-``rank`` update: ``y = W x + b + (alpha / rank) * B (A x)``.
@@ -24,7 +26,7 @@ class LoRALinear(nn.Linear):
     def __init__(self, in_features: int, out_features: int, rank: int, alpha: Optional[float] = None,
                  bias: bool = True) -> None:
         if rank < 1:
-            raise ValueError(f"LoRALinear: rank must be >= 1, got {rank}")
+            raise ConfigError(f"LoRALinear: rank must be >= 1, got {rank}")
         super().__init__(in_features, out_features, bias=bias)
         self.rank, self.scaling = rank, (rank if alpha is None else alpha) / rank
         self.lora_A = nn.Parameter(torch.empty(rank, in_features))

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from metarec_pl.data.types import FeatureSpec, is_broadcast
+from metarec_pl.errors import ConfigError
 from metarec_pl.models.adapters import LoRALinear
 
 
@@ -85,7 +86,7 @@ class FieldEmbedder(nn.Module):
                  project_dense: bool = False) -> None:
         super().__init__()
         if not 0.0 <= id_dropout < 1.0:
-            raise ValueError(f"id_dropout: {id_dropout} is not a probability in [0, 1)")
+            raise ConfigError(f"id_dropout: {id_dropout} is not a probability in [0, 1)")
         self.schema, self.id_dropout = list(schema), id_dropout
         self.tables = nn.ModuleDict({f.key: nn.Embedding(f.size, dim, padding_idx=0 if f.kind == "multi" else None)
                                      for f in self.schema if f.kind != "dense"})

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from metarec_pl.data.types import FeatureSpec
+from metarec_pl.errors import ConfigError
 from metarec_pl.models.base import RatingModel, mlp
 
 
@@ -33,7 +34,7 @@ def dummy_features(schema: Sequence[FeatureSpec], n: int = 1) -> dict[str, Tenso
 def encoder_dim(model: nn.Module, who: str) -> int:
     """Width of ``model.encoder``'s output: its ``out_dim`` if it has one, else measured on a dummy sample."""
     if not isinstance(model, RatingModel):
-        raise ValueError(f"{who}: needs a RatingModel network (encoder -> head) for pair embeddings, "
+        raise ConfigError(f"{who}: needs a RatingModel network (encoder -> head) for pair embeddings, "
                          f"got {type(model).__name__}")
     dim = getattr(model.encoder, "out_dim", None)
     if isinstance(dim, int):
