@@ -257,7 +257,7 @@ class Interactions(FileDataset):
         key = np.char.strip(table.column(spec["id"], f"{side} id").to_numpy(str))
         dup = pd.Series(key).duplicated().to_numpy()
         if dup.any():
-            raise DataError(f"{table.where(int(np.argmax(dup)))}: {side} id {key[np.argmax(dup)]!r} appears twice; "
+            raise DataError(f"{table.where(int(np.argmax(dup)))}: {side} id {str(key[np.argmax(dup)])!r} appears twice; "
                             "expected one row per id")
         code = pd.Index(ids).get_indexer(key)  # -1: not in the log (ignored)
         missing = ~pd.Index(ids).isin(key)

@@ -102,7 +102,7 @@ def drop_report(name: str, data: RatingData, sampler: Any) -> tuple[int, str]:
         side = getattr(sampler, "group_by", "group")
         if small:
             parts.append(f"{small} of {groups} {side} tasks with fewer than {sampler.min_rows} rows "
-                         f"(query_size + min_support) dropped: {', '.join(where)}")
+                         f"(query_size + min_support; {', '.join(where)})")
             total += small
     size = f"{len(data.user)} rows, {len(torch.unique(data.user))} users, {len(torch.unique(data.item))} items"
     line = f"metarec: {name}: {size}; " + (f"dropped {'; '.join(parts)}" if parts else "nothing dropped")
