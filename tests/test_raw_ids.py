@@ -158,3 +158,30 @@ def test_a_checkpoint_from_metarec_fit_serves_the_api_and_predict_in_raw_ids(tmp
     assert {r["user"] for r in rows} == {"newbie"}
     assert [r["item"] for r in rows] == [i for i, _ in expected]
     assert [float(r["score"]) for r in rows] == pytest.approx([s for _, s in expected], abs=1e-4)
+
+
+def test_a_bom_and_spaces_in_a_log_read_as_the_clean_log(tmp_path):
+    from metarec_pl.data.interactions import Interactions
+
+    clean = write_log(tmp_path / "clean.csv", [str(i) for i in range(1, 41)])
+    lines = clean.read_text().splitlines()
+    noisy = ["\ufeff user , item ,rating"] + [" " + ln.replace(",", " , ", 1) for ln in lines[1:]]
+    (tmp_path / "noisy.csv").write_text("\n".join(noisy) + "\n", encoding="utf-8")
+    a, b = (Interactions(root=str(tmp_path), path=p, cache=False).load() for p in ("clean.csv", "noisy.csv"))
+    assert a.user_ids == b.user_ids and a.item_ids == b.item_ids
+    assert torch.equal(a.user, b.user) and torch.equal(a.item, b.item) and torch.equal(a.rating, b.rating)
+
+
+def test_predict_without_a_file_names_test_users_and_items_by_raw_id(tmp_path):
+    from metarec_pl.predict_io import RecommendationWriter
+
+    items = [f"tt{k:05d}x" for k in range(40)]
+    rec, dm = train(tmp_path, items)
+    writer = RecommendationWriter(output=str(tmp_path / "recs.csv"), top_k=3)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        inference_mode=False, callbacks=[writer])
+    trainer.predict(rec.module, dm)
+    rows = list(csv.DictReader((tmp_path / "recs.csv").open()))
+    test_users = {dm.data.user_ids[t.key] for tasks in dm.stage_tasks("test").values() for t in tasks}
+    assert rows and {r["user"] for r in rows} == test_users
+    assert {r["item"] for r in rows} <= set(items)
