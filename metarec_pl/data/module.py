@@ -26,6 +26,17 @@ def _type_name(hint: Any) -> str:
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
+def _plain(value: Any) -> bool:
+    """Whether ``value`` is what a config file can hold (None, bool, number, string, list or mapping of those)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    return False
+
+
 def construct(cls: Any, args: Optional[dict[str, Any]], where: str, **fixed: Any) -> Any:
     """``cls(**fixed, **args)`` with one-line ``DataError``s for a user's mistakes in ``args`` (``where`` names
     them, e.g. ``data.dataset_args``): not a mapping, an unknown key, or a value of the wrong type for the
@@ -57,7 +68,7 @@ def construct(cls: Any, args: Optional[dict[str, Any]], where: str, **fixed: Any
 
         for key, value in args.items():
             hint = hints.get(key)
-            if hint is None or hint is Any:
+            if hint is None or hint is Any or not _plain(value):  # Python objects given in code: the class's call
                 continue
             try:
                 adapter = pydantic.TypeAdapter(hint)

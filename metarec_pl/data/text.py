@@ -263,7 +263,7 @@ class WithText(RatingDataset):
     """
 
     def __init__(self, root: Optional[str] = None, base: str = "synthetic", base_args: Optional[dict] = None,
-                 sides: Sequence[str] = ("item",), encoder: str = DEFAULT_ENCODER,
+                 sides: Sequence[str] = ("item",), encoder: Union[str, TextEncoder] = DEFAULT_ENCODER,
                  encoder_args: Optional[dict] = None, cache_dir: Optional[str] = None,
                  standardize: bool = True) -> None:
         super().__init__(root)
