@@ -25,6 +25,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import inspect
+import itertools
 import os
 import sys
 from dataclasses import dataclass
@@ -136,6 +137,7 @@ SPEC_ARGS = {hook: [p for p in inspect.signature(getattr(hookspecs, hook)).param
 
 _distributions: dict[str, str] = {}  # plugin name -> distribution that provided it
 _sources: dict[str, tuple[int, int]] = {}  # plugin name -> (source rank, sequence): the order hooks are asked in
+_sequence = itertools.count()
 _loaded = False  # built-ins and entry points are imported once per process (``rescan_entry_points`` to redo)
 _load_skips: list[Skip] = []  # plugins that failed to import or validate while loading: kept across rebuilds
 _registry: dict[str, dict[str, Registration]] | None = None
@@ -209,7 +211,7 @@ def _add(plugin: object, name: Optional[str], distribution: str, source: str) ->
     if name is None:  # pluggy returns None for a blocked name
         return None, "the plugin manager refused it"
     _distributions[name] = distribution
-    _sources[name] = (_SOURCE_RANK[source], len(_sources))
+    _sources[name] = (_SOURCE_RANK[source], next(_sequence))
     return name, None
 
 

@@ -3,6 +3,7 @@ examples register and work, and the tutorial goes from an empty folder to ``meta
 that names its plugin)."""
 
 import ast
+import importlib.metadata
 import os
 import re
 import subprocess
@@ -109,7 +110,11 @@ def test_reference_example_registers_a_working_plugin(index):
         rows = [r for r in metarec_pl.registrations() if r.plugin == name]
         assert rows, "the example registers nothing"
         for row in rows:
-            assert row.obj.__module__ == module.__name__
+            if isinstance(row.target, str):  # a lazy reference: listed unresolved, imported on first use
+                assert row.lazy and f'"{row.reference}"' in examples[index]
+                assert row.obj.__module__ == row.reference.split(":")[0] and not row.lazy
+            else:
+                assert row.obj.__module__ == module.__name__
             if row.kind == "algorithm":
                 learner = metarec_pl.MetaLearner(algorithm=row.name, schema=data.schema, rating_mean=3.5)
                 assert learner.adapt(tiny_batch(data)).query_pred.isfinite().all()
@@ -190,3 +195,52 @@ def test_the_core_does_not_know_the_tanp_plugin():
                   METAREC_PL_DISABLE_PLUGINS="tanp")
     assert blocked.returncode == 0 and "protonet" in blocked.stdout
     assert "tanp" not in blocked.stdout
+
+
+class _EntryPoint:
+    """What ``importlib.metadata.entry_points`` yields: ``name``, ``value``, ``dist.name`` and ``load()``."""
+
+    def __init__(self, name, dist, load):
+        self.name, self.value, self.dist, self.load = name, f"{name}_module", types.SimpleNamespace(name=dist), load
+
+
+def _plugin(**hooks):
+    return types.SimpleNamespace(**{name: metarec_pl.hookimpl(f) for name, f in hooks.items()})
+
+
+def _missing():
+    import a_module_that_does_not_exist  # noqa: F401
+
+
+def _raise_key_error(register):
+    raise KeyError("device")
+
+
+def test_documented_failure_lines_are_the_real_ones(monkeypatch, capsys):
+    """The ```text block of "When a plugin goes wrong" is what these five installed plugins print, in order."""
+    from metarec_pl.models.mlp import MLPNet
+
+    section = DOC.read_text().split("### When a plugin goes wrong", 1)[1]
+    (documented,) = [body for kind, _, body in FENCE.findall(section) if kind == "text"][:1]
+    points = [
+        _EntryPoint("broken", "broken-dist", _missing),
+        _EntryPoint("signature", "signature-dist", lambda: _plugin(register_algorithms=lambda reg: None)),
+        _EntryPoint("raises", "raises-dist", lambda: _plugin(register_models=_raise_key_error)),
+        _EntryPoint("clash", "clash-dist", lambda: _plugin(
+            register_algorithms=lambda register: register("maml", "metarec_pl.algorithms.melu:MeLU"))),
+        _EntryPoint("wrong-kind", "wrong-kind-dist", lambda: _plugin(
+            register_algorithms=lambda register: register("mlp-as-algorithm", MLPNet))),
+    ]
+    real = importlib.metadata.entry_points
+    monkeypatch.setattr(importlib.metadata, "entry_points",
+                        lambda **kw: points if kw.get("group") == "metarec_pl" else real(**kw))
+    capsys.readouterr()
+    plugins.rescan_entry_points()
+    try:
+        assert "maml" in plugins.names("algorithm")
+        lines = capsys.readouterr().err.splitlines()
+        assert lines == documented.strip().splitlines()
+        assert plugins.skipped == lines  # `metarec plugins` ends with the same lines
+    finally:
+        monkeypatch.undo()
+        plugins.rescan_entry_points()
