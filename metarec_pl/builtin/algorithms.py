@@ -13,6 +13,8 @@ ALGORITHMS = {
     "finetune": "metarec_pl.algorithms.baselines:FineTune",
     "mf-foldin": "metarec_pl.algorithms.baselines:MFFoldIn",
     "popularity": "metarec_pl.algorithms.baselines:Popularity",
+    "implicit-als": "metarec_pl.algorithms.implicit_mf:ImplicitALS",  # the [implicit] extra
+    "implicit-bpr": "metarec_pl.algorithms.implicit_mf:ImplicitBPR",
     "protonet": "metarec_pl.algorithms.protonet:ProtoNet",
     "matchingnet": "metarec_pl.algorithms.matchingnet:MatchingNet",
     "melu": "metarec_pl.algorithms.melu:MeLU",
