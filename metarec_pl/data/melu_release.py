@@ -218,6 +218,7 @@ class MeLUMovieLens1M(FileDataset):
         user, item, rating, state = (np.concatenate(p) for p in zip(*parts))
         pairs = pd.DataFrame({"u": user, "i": item})
         dup = pairs.duplicated(keep="last").to_numpy()
+        dropped = {"duplicate ratings (duplicates: last keeps the later)": int(dup.sum())}
         if dup.any():
             if self.options["duplicates"] == "error":
                 k = int(np.argmax(pairs.duplicated(keep="first").to_numpy()))
@@ -231,5 +232,5 @@ class MeLUMovieLens1M(FileDataset):
         data = RatingData(
             user=torch.from_numpy(user), item=torch.from_numpy(item), rating=torch.from_numpy(rating.astype(np.float32)),
             user_features=user_tables, item_features=item_tables, schema=user_schema + item_schema, splits={},
-            item_text=text)
+            item_text=text, dropped={k: v for k, v in dropped.items() if v})
         return data, torch.from_numpy(state)

@@ -62,6 +62,7 @@ class MovieLensBase(FileDataset):
         cols = numeric_table(path, text, self.ratings_sep, ("user", "item", "rating", "time"), self.ratings_ncols,
                              self.ratings_layout, rating_range=(1.0, 5.0))
         keep = deduplicate(path, text, cols["user"], cols["item"], self.options["duplicates"])
+        self.duplicates_dropped = len(cols["user"]) - len(keep)
         return {k: v[keep] for k, v in cols.items()}
 
     def assemble(self, cols: dict[str, np.ndarray], users: dict[str, Tensor], items: dict[str, Tensor],
@@ -70,7 +71,9 @@ class MovieLensBase(FileDataset):
             user=torch.from_numpy(cols["user"].astype(np.int64)), item=torch.from_numpy(cols["item"].astype(np.int64)),
             rating=torch.from_numpy(cols["rating"].astype(np.float32)),
             time=torch.from_numpy(cols["time"].astype(np.float64)) if "time" in cols else None,
-            user_features=users, item_features=items, schema=schema, splits={}, item_text=titles)
+            user_features=users, item_features=items, schema=schema, splits={}, item_text=titles,
+            dropped={"duplicate ratings (duplicates: last keeps the last)": n for n in
+                     [getattr(self, "duplicates_dropped", 0)] if n})
 
 
 class MovieLens100K(MovieLensBase):
