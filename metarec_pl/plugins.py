@@ -425,14 +425,20 @@ def get(kind: str, name: str) -> Any:
     if found is not None:
         return found.obj
     available = ", ".join(sorted(reg[kind])) or "(none)"
-    message = f"unknown {kind} '{name}'; available: {available}"
+    raise UnknownPluginError(f"unknown {kind} '{name}'; available: {available}{why_missing(kind, name)}")
+
+
+def why_missing(kind: str, name: str) -> str:
+    """``""``, or ``"; '<name>' was skipped: <reason>"`` for a registration that was skipped, or ``"; plugin(s)
+    skipped at load, which may have provided it: ..."`` when some plugin failed to load (one line either way)."""
+    _collect()
     skip = _name_skips.get((kind, name))
     if skip is not None:
-        message += f"; '{name}' was skipped: {skip.line.removeprefix('metarec_pl: skipped ')}"
-    elif _load_skips:
-        message += "; plugin(s) skipped at load, which may have provided it: " + "; ".join(
+        return f"; '{name}' was skipped: {skip.line.removeprefix('metarec_pl: skipped ')}"
+    if _load_skips:
+        return "; plugin(s) skipped at load, which may have provided it: " + "; ".join(
             f"'{s.plugin}' from {s.distribution} ({s.reason.split(';')[0]})" for s in _load_skips)
-    raise UnknownPluginError(message)
+    return ""
 
 
 def get_algorithm(name: str) -> Any:

@@ -22,9 +22,12 @@ def distribution(kind: str, name: str) -> str:
 
 
 def lookup(kind: str, name: str, recorded: Optional[dict[str, str]] = None) -> Any:
-    """``plugins.get``, but a name missing here that ``recorded`` attributes to a distribution says so."""
+    """``plugins.get``, but a name missing here that ``recorded`` attributes to a distribution says so (and why it
+    was skipped, where it was); ``PluginLoadError`` for a broken lazy reference passes through unchanged."""
     try:
         return plugins.get(kind, name)
+    except plugins.PluginLoadError:
+        raise  # registered, but its reference is broken: the message already names plugin and reference
     except plugins.UnknownPluginError as exc:
         dist = (recorded or {}).get(key(kind, name))
         if dist is None:
@@ -35,7 +38,7 @@ def lookup(kind: str, name: str, recorded: Optional[dict[str, str]] = None) -> A
             hint = (f"it was provided by distribution '{dist}', which is not installed or is disabled by "
                     f"{plugins.DISABLE_ENV}: pip install {dist}")
         raise plugins.UnknownPluginError(f"{exc.args[0].split(';')[0]} (recorded in this config/checkpoint); "
-                                         f"{hint}") from None
+                                         f"{hint}{plugins.why_missing(kind, name)}") from None
 
 
 def record(*used: tuple[str, str]) -> dict[str, str]:

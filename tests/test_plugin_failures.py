@@ -6,6 +6,7 @@ tests/test_plugins.py in a subprocess.
 """
 
 import importlib.metadata
+from pathlib import Path
 
 import pytest
 import torch.nn as nn
@@ -16,6 +17,7 @@ from metarec_pl.algorithms.maml import MAML
 from metarec_pl.models.mlp import MLPNet
 
 MAML_REF = "metarec_pl.algorithms.maml:MAML"
+ROOT_DIR = Path(__file__).resolve().parents[1]
 
 
 class Mine(MAML):
@@ -330,3 +332,61 @@ def metarec_plugin_factory():
     yield register
     for name in reversed(names):
         plugins.unregister_plugin(name)
+
+
+# ---- names recorded in a checkpoint ---------------------------------------------------------------------------
+
+def test_recorded_name_that_was_skipped_says_which_distribution_and_why(metarec_plugin_factory):
+    from metarec_pl import provenance
+
+    metarec_plugin_factory(plugin(register_algorithms=lambda register: register("recorded", MLPNet)),
+                           name="rec-plugin", distribution="rec-dist")
+    with pytest.raises(plugins.UnknownPluginError) as err:
+        provenance.lookup("algorithm", "recorded", {"algorithm/recorded": "rec-dist"})
+    assert str(err.value) == (
+        "unknown algorithm 'recorded' (recorded in this config/checkpoint); it was provided by distribution "
+        "'rec-dist', which is not installed or is disabled by METAREC_PL_DISABLE_PLUGINS: pip install rec-dist; "
+        "'recorded' was skipped: algorithm 'recorded' of plugin 'rec-plugin' from rec-dist: it registers class "
+        "metarec_pl.models.mlp.MLPNet, not a subclass of metarec_pl.Algorithm; expected a subclass of "
+        "metarec_pl.Algorithm or its 'module:Class' reference")
+
+
+def test_recorded_name_with_a_broken_reference_keeps_the_import_error(metarec_plugin_factory):
+    from metarec_pl import provenance
+
+    metarec_plugin_factory(plugin(register_algorithms=lambda register: register("gone", "metarec_pl.gone:X")),
+                           name="gone-plugin", distribution="gone-dist")
+    with pytest.raises(plugins.PluginLoadError, match="^algorithm 'gone' of plugin 'gone-plugin' from gone-dist: "
+                                                      "cannot import 'metarec_pl.gone:X': ModuleNotFoundError"):
+        provenance.lookup("algorithm", "gone", {"algorithm/gone": "gone-dist"})
+
+
+# ---- through the CLI ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("target, expected", [
+    ("metarec_pl.gone:X", "metarec: error: algorithm 'cli-bad' of plugin 'cli-plugin' from cli-dist: cannot import "
+                          "'metarec_pl.gone:X': ModuleNotFoundError: No module named 'metarec_pl.gone'; expected "
+                          "'metarec_pl.gone:X' to name an importable subclass of metarec_pl.Algorithm"),
+    (MLPNet, "metarec: error: unknown algorithm 'cli-bad'; available: anil, "),
+])
+def test_fit_with_a_broken_or_skipped_name_fails_in_one_line_and_writes_nothing(
+        metarec_plugin_factory, capsys, monkeypatch, tmp_path, target, expected):
+    from metarec_pl import cli
+
+    root = ROOT_DIR
+    metarec_plugin_factory(plugin(register_algorithms=lambda register: register("cli-bad", target)),
+                           name="cli-plugin", distribution="cli-dist")
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as done:
+        cli.main(["fit", "--config", str(root / "configs/quickstart.yaml"), "--config", str(root / "configs/tiny.yaml"),
+                  "--model.algorithm", "cli-bad"])
+    assert done.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("metarec: ")]
+    assert len(errors) == 1 and errors[0].startswith(expected), errors
+    if not isinstance(target, str):
+        assert errors[0].endswith("; 'cli-bad' was skipped: algorithm 'cli-bad' of plugin 'cli-plugin' from cli-dist: "
+                                  "it registers class metarec_pl.models.mlp.MLPNet, not a subclass of "
+                                  "metarec_pl.Algorithm; expected a subclass of metarec_pl.Algorithm or its "
+                                  "'module:Class' reference")
+    assert list(tmp_path.iterdir()) == []  # no runs/, no lightning_logs/
