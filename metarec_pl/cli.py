@@ -211,6 +211,16 @@ class MetaRecCLI(LightningCLI):
         if update:
             self.config = self.parser.parse_object({subcommand: update}, self.config)
 
+    def instantiate_trainer(self, **kwargs: Any):
+        """Lightning's own validation of the trainer options (``ValueError``/``MisconfigurationException`` from
+        ``Trainer(...)``: a strategy, accelerator or precision that does not exist here, or whose package is not
+        installed) as a ``ConfigError``."""
+        try:
+            return super().instantiate_trainer(**kwargs)
+        except (ValueError, ImportError, MisconfigurationException) as exc:
+            raise ConfigError(f"trainer: {one_line(str(exc))}; expected trainer options that this machine and "
+                              f"Lightning support (metarec {self.subcommand} --help lists them)") from exc
+
     # ------------------------------------------------------------------------------------- checks before building
     def before_instantiate_classes(self) -> None:
         """Checks that need no class built: W&B login, keyword dicts of the data plugins, batch sizes."""
@@ -323,7 +333,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                    save_config_callback=LoggedConfig, save_config_kwargs={"overwrite": True})
     except USER_ERRORS as exc:
         guard.remove_created()
-        fail(str(exc) or type(exc).__name__)
+        prefix = "lightning: " if isinstance(exc, MisconfigurationException) else ""
+        fail(prefix + (str(exc) or type(exc).__name__))
     except ValueError as exc:
         if guard.run_started or not _raised_by_our_validation(exc):  # a bug keeps its traceback
             raise
