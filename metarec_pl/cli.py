@@ -234,9 +234,9 @@ class MetaRecCLI(LightningCLI):
         if data is None:
             return
         check_keywords(plugins.get_dataset(data.dataset), plain(data.get("dataset_args")), "data.dataset_args",
-                       f"data set '{data.dataset}'", reserved={"root": "data.root"})
+                       f"data set '{data.dataset}'", reserved={"root": "data.root"}, follow_bases=False)
         check_keywords(plugins.get_task_sampler(data.sampler), plain(data.get("sampler_args")), "data.sampler_args",
-                       f"sampler '{data.sampler}'")
+                       f"sampler '{data.sampler}'", follow_bases=False)
         for key, low in (("tasks_per_batch", 1), ("eval_tasks_per_batch", 1), ("num_workers", 0)):
             value = data.get(key)
             if value is not None and value < low:

@@ -28,10 +28,16 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used: missing, a folder, unreadable, or written for another configuration."""
 
 
-def accepted_keywords(target: Any) -> Optional[set[str]]:
-    """The keyword arguments ``target`` (a class or function) accepts, following ``**kwargs`` up a class's bases;
-    ``None`` when it accepts any keyword (a ``**kwargs`` that no base ``__init__`` resolves)."""
+def accepted_keywords(target: Any, follow_bases: bool = True) -> Optional[set[str]]:
+    """The keyword arguments ``target`` (a class or function) accepts; ``None`` when it accepts any keyword.
+
+    A class whose ``__init__`` takes ``**kwargs`` is taken to pass them on to its base's ``__init__`` (algorithms
+    do: ``Bias(*args, item_shrink, **kwargs)``), so the bases' keywords are added, up to one without ``**kwargs``;
+    ``follow_bases=False``: such a class accepts anything (its ``**kwargs`` may go elsewhere, e.g. a data set's
+    protocol options)."""
     classes = inspect.getmro(target) if inspect.isclass(target) else (target,)
+    if not follow_bases:
+        classes = classes[:1]
     names: set[str] = set()
     for cls in classes:
         func = cls.__init__ if inspect.isclass(cls) else cls
@@ -50,10 +56,11 @@ def accepted_keywords(target: Any) -> Optional[set[str]]:
 
 
 def check_keywords(target: Any, given: Optional[Mapping[str, Any]], option: str, what: str,
-                   reserved: Mapping[str, str] = {}) -> None:
+                   reserved: Mapping[str, str] = {}, follow_bases: bool = True) -> None:
     """Raise ``ConfigError`` when ``given`` (e.g. ``model.algorithm_args``) holds a key ``target`` does not take.
 
-    ``reserved`` maps keys that must be set elsewhere to where (``{"inner_steps": "model.inner_steps"}``).
+    ``reserved`` maps keys that must be set elsewhere to where (``{"inner_steps": "model.inner_steps"}``);
+    ``follow_bases``: see ``accepted_keywords``.
     """
     if not given:
         return
@@ -63,7 +70,7 @@ def check_keywords(target: Any, given: Optional[Mapping[str, Any]], option: str,
         if key in reserved:
             raise ConfigError(f"{option}: key '{key}' is set by {reserved[key]}, not here; expected it as "
                               f"{reserved[key]}")
-    accepted = accepted_keywords(target)
+    accepted = accepted_keywords(target, follow_bases)
     if accepted is None:
         return
     accepted -= set(reserved)

@@ -177,7 +177,8 @@ TRAINER = [
     # these fail while the run goes on (after the logger made its folder): the folder must be gone afterwards
     ("monitor-unknown-key", fit("--config", "monitor.yaml", "--trainer.max_steps", "2", "--trainer.val_check_interval",
                                 "1"), ["val/maee"]),
-    ("inner-loop-diverges", fit("--model.inner_steps", "5", "--model.inner_lr", "1e20"), ["diverged", "model.inner_lr"]),
+    ("inner-loop-diverges", fit("--model.inner_steps", "5", "--model.inner_lr", "1e20"),
+     ["diverged", "model.inner_lr"]),
     ("every-task-skipped", fit("--model.inner_steps", "5", "--model.inner_lr", "1e20", "--model.on_divergence", "skip",
                                "--trainer.num_sanity_val_steps", "1"),
      ["every val task", "skipped", "model.inner_lr"]),
