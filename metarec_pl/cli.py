@@ -38,7 +38,6 @@ from metarec_pl.tracking import LoggedConfig, TaskThroughput, wandb_login_proble
 
 USER_ERRORS = (ConfigError, CheckpointError, DataError, DivergenceError, plugins.UnknownPluginError,
                plugins.PluginConflictError, MisconfigurationException)
-ONE_LINE_ERRORS = USER_ERRORS  # the former name
 PACKAGE_DIR = Path(metarec_pl.__file__).resolve().parent
 
 

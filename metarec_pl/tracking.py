@@ -157,4 +157,5 @@ def wandb_login_problem(logger_options: Mapping[str, Any], environ: Mapping[str,
     if _has_wandb_credentials(environ):
         return None
     return ("trainer.logger: WandbLogger is online but W&B has no login here (no WANDB_API_KEY, no netrc entry); "
-            "expected `wandb login` first, or WANDB_MODE=offline (or init_args offline: true) to log offline")
+            "expected a login first (run: wandb login), or WANDB_MODE=offline (or init_args offline: true) to log "
+            "offline")

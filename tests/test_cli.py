@@ -1,6 +1,7 @@
 """The ``metarec`` entry point end to end: fit, test from the checkpoint, plugins, bad names."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -28,16 +29,35 @@ def small_config(tmp_path):
     return path
 
 
-def test_fit_then_test_from_checkpoint(small_config, tmp_path):
+def printed_metric(stdout: str, name: str) -> float:
+    """A value of Lightning's printed results table."""
+    match = re.search(rf"[│|]\s*{re.escape(name)}\s*[│|]\s*([-0-9.eE+]+)\s*[│|]", stdout)
+    assert match, f"{name} not printed"
+    return float(match.group(1))
+
+
+def test_fit_then_test_and_predict_from_its_checkpoints(small_config, tmp_path):
+    """The real command: both checkpoints of the shipped config serve `test` and `predict`; with
+    `--model.eval_inner_steps 0` the adapted metric is the zero-shot one."""
     fit = metarec("fit", "--config", str(small_config), cwd=tmp_path)
     assert fit.returncode == 0, fit.stderr[-3000:]
-    ckpts = sorted((tmp_path / "runs").rglob("last.ckpt"))
-    assert len(ckpts) == 1
-    test = metarec("test", "--config", str(small_config), "--ckpt_path", str(ckpts[0]), cwd=tmp_path)
+    folder = tmp_path / "runs/quickstart/checkpoints"
+    assert sorted(p.name for p in folder.iterdir()) == ["best.ckpt", "last.ckpt"]
+    test = metarec("test", "--config", str(small_config), "--ckpt_path", str(folder / "last.ckpt"), cwd=tmp_path)
     assert test.returncode == 0, test.stderr[-3000:]
     for name in ("test/mae", "test/mae_rounded", "test/rmse", "test/ndcg@3", "test/mae_zero_shot", "test/user-cold/mae",
                  "test/item-cold/mae", "test/user+item-cold/mae"):
         assert name in test.stdout, name
+    zero = metarec("test", "--config", str(small_config), "--ckpt_path", str(folder / "best.ckpt"),
+                   "--model.eval_inner_steps", "0", cwd=tmp_path)
+    assert zero.returncode == 0, zero.stderr[-3000:]
+    assert printed_metric(zero.stdout, "test/mae") == printed_metric(zero.stdout, "test/mae_zero_shot")
+    assert printed_metric(test.stdout, "test/mae") != printed_metric(test.stdout, "test/mae_zero_shot")
+    predict = metarec("predict", "--config", str(small_config), "--ckpt_path", str(folder / "best.ckpt"),
+                      "--recommend.output", "recs.csv", "--recommend.top_k", "3", cwd=tmp_path)
+    assert predict.returncode == 0, predict.stderr[-3000:]
+    rows = (tmp_path / "recs.csv").read_text().splitlines()
+    assert rows[0] == "user,rank,item,score" and len(rows) > 3
 
 
 def test_print_config_round_trips(small_config, tmp_path):
