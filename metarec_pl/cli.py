@@ -193,8 +193,10 @@ class MetaRecCLI(LightningCLI):
             if resolved is None:
                 if subcommand == "fit":
                     return  # Lightning: `last` with nothing saved yet trains from scratch
-                raise ConfigError(f"ckpt_path: '{ckpt_path}' names no checkpoint file here (no *last*.ckpt in the "
-                                  f"configured ModelCheckpoint dirpath); expected the path of a .ckpt file")
+                why = ("no *last*.ckpt in the configured ModelCheckpoint dirpath" if ckpt_path == "last" else
+                       f"'{ckpt_path}' means a checkpoint of a fit in this same process")
+                raise ConfigError(f"ckpt_path: '{ckpt_path}' names no checkpoint file here ({why}); expected the "
+                                  f"path of a .ckpt file")
             config["ckpt_path"] = ckpt_path = resolved
         self.checkpoint, self.checkpoint_path = read_checkpoint(ckpt_path), ckpt_path
         given = self._given(subcommand)
