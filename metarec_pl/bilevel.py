@@ -27,7 +27,8 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
 from metarec_pl import divergence, provenance
-from metarec_pl.algorithms.base import AdaptResult, Algorithm, masked_mse
+from metarec_pl.algorithms.base import AdaptResult, Algorithm
+from metarec_pl.losses import BUILTIN_LOSSES, Loss, masked_mse  # noqa: F401  (masked_mse: re-exported)
 from metarec_pl.data.types import FeatureSpec, TaskBatch
 from metarec_pl.errors import ConfigError, check_keywords
 from metarec_pl.inner_tools import (KernelFirstLayer, adapt_checkpointed, cat_tasks, has_written_out_backward,
@@ -77,11 +78,12 @@ def _adapt_tasks(model: nn.Module, algorithm: Algorithm, batch: TaskBatch, steps
     has no double backward), and, under plain SGD in training, its first layer in kernel form (``KernelFirstLayer``).
     """
     s, q = batch.support, batch.query
+    loss = algorithm.loss
     if steps == 0 and not algorithm.needs_fast_weights:  # nothing adapts: the shared weights serve every task
         pred = model(q.features)
-        out = {"query_pred": pred, "query_loss": masked_mse(pred, q.rating, q.mask)}
+        out = {"query_pred": pred, "query_loss": loss(pred, q.rating, q.mask)}
         if algorithm.needs_support_loss:
-            out["support_loss"] = masked_mse(model(s.features), s.rating, s.mask)
+            out["support_loss"] = loss(model(s.features), s.rating, s.mask)
         return AdaptResult(**out)
     params = dict(model.named_parameters())
     fixed = {**{n: p for n, p in params.items() if n not in algorithm.adapted_names}, **dict(model.named_buffers())}
@@ -96,7 +98,8 @@ def _adapt_tasks(model: nn.Module, algorithm: Algorithm, batch: TaskBatch, steps
         x_support, x_query = batch.support.features, batch.query.features
     strip = 5 if head_only else 0
     stacked = head_only and is_linear_stack(net)
-    written_out = stacked and has_written_out_backward(net)  # inner gradients as plain ops: no double backward
+    # inner gradients as plain ops (the loss's written-out derivative through the layers): no double backward
+    written_out = stacked and has_written_out_backward(net) and loss.has_grad
     tracked = torch.is_grad_enabled()
     kernel = None
     # kernel form only while training: without a graph the per-task weights cost no backward, and a large query
@@ -123,8 +126,9 @@ def _adapt_tasks(model: nn.Module, algorithm: Algorithm, batch: TaskBatch, steps
         ``linear_stack_backward``, and the fp16 loss scales (``None`` without fp16)."""
         tape: list[Tensor] = []
         pred = predict(fast, x_support, tape=tape)
-        scale = inner_loss_scale(pred, s.rating, s.mask) if fp16 else None
-        d_pred = (pred - s.rating) * (d_mse if scale is None else d_mse * scale[:, None])
+        d_pred = loss.grad(pred, s.rating, s.mask, step_sign)
+        scale = inner_loss_scale(d_pred) if fp16 else None  # (fp16: step_sign is 1)
+        d_pred = d_pred if scale is None else d_pred * scale[:, None]  # powers of two: exact
         weights = {**fixed, **{n[strip:]: w for n, w in fast.items()}}
         d_input, grads = linear_stack_backward(net, weights, tape, d_pred.unsqueeze(-1).to(pred.dtype), wanted, start)
         return [d_input if n == state else grads[n[strip:]] for n in fast], scale
@@ -137,11 +141,11 @@ def _adapt_tasks(model: nn.Module, algorithm: Algorithm, batch: TaskBatch, steps
         fast[state] = kernel.start()
     broadcasts = getattr(algorithm.inner_update, "broadcasts_over_tasks", False)
     update = algorithm.inner_update if broadcasts else vmap(algorithm.inner_update)
-    if written_out:  # constants of every step's written-out gradient
-        d_mse = 2 * s.mask / s.mask.sum(-1, keepdim=True).clamp_min(1.0)  # ∂ masked_mse / ∂ pred = d_mse·residual
+    step_sign = 1.0  # the written-out gradients are of step_sign·loss
+    if written_out:
         wanted = {"input" if n == state else n[strip:] for n in fast}
         if algorithm.plain_sgd and not fp16:  # gradients of -lr·loss, so the step is a plain sum: the outer
-            d_mse = -algorithm.inner_lr * d_mse  # backward multiplies no step's gradient by -lr (fp16 keeps the
+            step_sign = -algorithm.inner_lr  # backward multiplies no step's gradient by -lr (fp16 keeps the
             update = _add_steps  # unscaled gradient range its loss scaling is made for)
     for _ in range(steps):
         if written_out:
@@ -151,8 +155,8 @@ def _adapt_tasks(model: nn.Module, algorithm: Algorithm, batch: TaskBatch, steps
             with torch.enable_grad():
                 leaves = {n: w if tracked and w.requires_grad else w.detach().requires_grad_() for n, w in fast.items()}
                 pred = predict(leaves, x_support)
-                losses = masked_mse(pred, s.rating, s.mask)
-                scale = inner_loss_scale(pred, s.rating, s.mask) if fp16 else None
+                losses = loss(pred, s.rating, s.mask)
+                scale = inner_loss_scale(loss.grad(pred, s.rating, s.mask)) if fp16 and loss.has_grad else None
                 total = (losses if scale is None else losses * scale).sum()
                 grads = torch.autograd.grad(total, list(leaves.values()), create_graph=create_graph and tracked)
         if scale is not None:
@@ -161,9 +165,9 @@ def _adapt_tasks(model: nn.Module, algorithm: Algorithm, batch: TaskBatch, steps
         fast = update(fast, grads)
     query_fast = fast if algorithm.query_through_fast_weights else {n: w.detach() for n, w in fast.items()}
     pred = predict(query_fast, x_query)
-    out = {"query_pred": pred, "query_loss": masked_mse(pred, q.rating, q.mask)}
+    out = {"query_pred": pred, "query_loss": loss(pred, q.rating, q.mask)}
     if algorithm.needs_support_loss:
-        out["support_loss"] = masked_mse(predict(fast, x_support), s.rating, s.mask)
+        out["support_loss"] = loss(predict(fast, x_support), s.rating, s.mask)
     if algorithm.needs_fast_weights:
         z = fast.pop(state, None)
         out["fast_weights"] = fast if z is None else {**fast, **{f"head.{n}": w for n, w in kernel.weights(z).items()}}
@@ -199,6 +203,18 @@ def _check_sizes(ndcg_k: Iterable[int], top_k: Iterable[int], vmap_chunk_size: O
         raise ConfigError(f"model.like_threshold: {like_threshold}; expected a finite rating")
 
 
+def _loss(name: str, algorithm: str, algorithm_cls: type) -> Loss:
+    """The loss registered as ``name``, checked against what the algorithm supports (``ConfigError`` otherwise)."""
+    loss_cls = BUILTIN_LOSSES.get(name)
+    if loss_cls is None:
+        raise ConfigError(f"model.loss: unknown loss {name!r}; expected one of: {', '.join(sorted(BUILTIN_LOSSES))}")
+    supported = getattr(algorithm_cls, "supported_losses", None)
+    if supported is not None and name not in supported:
+        raise ConfigError(f"model.loss: algorithm '{algorithm}' works with {', '.join(supported)} only, got "
+                          f"{name!r}; expected model.loss: {supported[0]} or another algorithm")
+    return loss_cls()
+
+
 def _outside_inference_mode(batch: TaskBatch) -> TaskBatch:
     """Inference tensors cannot enter autograd; clone them (cheap: one meta-batch) so adaptation can run."""
     return apply_to_collection(batch, Tensor, lambda t: t.clone() if t.is_inference() else t)
@@ -220,7 +236,11 @@ class MetaLearner(L.LightningModule):
         rating_mean: initial output bias (mean training rating); the CLI links it from ``data.rating_mean``.
         num_users / num_items: id-table sizes for algorithms that keep per-id tables (``bias``, ``mf-foldin``,
             ``popularity``); the CLI links them from ``data.num_users``/``data.num_items``.
-        top_k / like_threshold: cut-offs of the candidate-pool metrics and the "like" rating (see ``metrics``).
+        top_k / like_threshold: cut-offs of the rankings over candidates and the "like" rating (see ``metrics``;
+            ``like_threshold`` ``None``: the data module's ``like_threshold``, read when the trainer sets up:
+            every interaction for implicit feedback, 4 on a 1-5 scale).
+        loss: the per-task loss of the inner and the outer loop: ``mse`` (ratings), ``bce`` or ``bpr`` (implicit
+            feedback: logits / ranking scores), see ``metarec_pl.losses``; an algorithm that cannot use it refuses.
         rating_levels: the discrete rating scale (e.g. 1..5), for the ``mae_rounded`` metric; the CLI links it from
             ``data.rating_levels`` (``None``: that metric is left out).
         plugin_distributions: filled in, not set: ``{"algorithm/<name>": distribution, "model/<name>": ...}`` of
@@ -248,10 +268,11 @@ class MetaLearner(L.LightningModule):
         num_users: Optional[int] = None,
         num_items: Optional[int] = None,
         top_k: Iterable[int] = (5, 10),
-        like_threshold: float = 4.0,
+        like_threshold: Optional[float] = None,
         rating_levels: Optional[list[float]] = None,
         plugin_distributions: Optional[dict[str, str]] = None,
         on_divergence: str = "raise",
+        loss: str = "mse",
     ) -> None:
         super().__init__()
         if on_divergence not in divergence.POLICIES:
@@ -279,6 +300,7 @@ class MetaLearner(L.LightningModule):
                                                   adapt=adapt, eval_inner_steps=eval_inner_steps,
                                                   **(algorithm_args or {}))
         self.algorithm.num_users, self.algorithm.num_items = num_users, num_items
+        self.algorithm.loss = _loss(loss, algorithm, algorithm_cls)
         self.algorithm.bind(self.network)
         self.optimizer_factory: Callable = optimizer
         self.metrics = RatingMetrics(ndcg_k=tuple(ndcg_k), top_k=tuple(top_k), like_threshold=like_threshold,
@@ -286,6 +308,12 @@ class MetaLearner(L.LightningModule):
         self.skipped_tasks = 0  # tasks dropped by on_divergence="skip", all stages, this process
         self._epoch_skipped: dict[str, int] = {}  # stage -> tasks skipped / evaluated in this epoch
         self._epoch_evaluated: dict[str, int] = {}
+
+    def setup(self, stage: str) -> None:
+        """Facts of the data the metrics need and no option set: the "like" threshold (implicit: any interaction)."""
+        threshold = getattr(getattr(self._trainer, "datamodule", None), "like_threshold", None)
+        if self.hparams.like_threshold is None and threshold is not None:
+            self.metrics.like_threshold = float(threshold)
 
     def forward(self, features: dict[str, Tensor]) -> Tensor:
         """Predictions of the meta-learned (unadapted) network."""

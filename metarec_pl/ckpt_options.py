@@ -24,7 +24,7 @@ from typing import Any, Mapping, Optional
 from metarec_pl.errors import CheckpointError, ConfigError
 
 EVALUATION = ("eval_inner_steps", "ndcg_k", "top_k", "like_threshold", "vmap_chunk_size", "on_divergence")
-ADAPTATION = ("inner_steps", "inner_lr", "first_order")  # inner loop: inner_steps/inner_lr adapt at evaluation too
+ADAPTATION = ("inner_steps", "inner_lr", "first_order", "loss")  # inner loop: these adapt at evaluation too
 STRUCTURAL = ("algorithm", "network", "network_args", "algorithm_args", "adapt")
 FROM_DATA = ("schema", "rating_mean", "num_users", "num_items", "rating_levels")
 RECORDED = ("plugin_distributions",)  # filled in by MetaLearner: always the checkpoint's

@@ -221,11 +221,11 @@ class KernelFirstLayer:
 INNER_GRAD_TARGET = 2.0 ** 4
 
 
-def inner_loss_scale(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
-    """Per-task power-of-two loss scales [tasks] (constants: no gradient flows through them)."""
+def inner_loss_scale(d_loss: Tensor) -> Tensor:
+    """Per-task power-of-two loss scales [tasks] from the support loss's derivative w.r.t. the predictions
+    ``d_loss`` [tasks, samples] (``Loss.grad``); constants: no gradient flows through them."""
     with torch.no_grad():
-        dpred = 2 * (pred.float() - target).abs() * mask / mask.sum(-1, keepdim=True).clamp_min(1.0)
-        largest = dpred.amax(-1).clamp_min(2.0 ** -60)
+        largest = d_loss.float().abs().amax(-1).clamp_min(2.0 ** -60)
         return torch.exp2(torch.floor(torch.log2(INNER_GRAD_TARGET / largest))).clamp(2.0 ** -24, 2.0 ** 60)
 
 

@@ -48,8 +48,8 @@ class Loss:
     def __call__(self, pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def grad(self, pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
-        """∂ loss[t] / ∂ pred[t, i]: [tasks, samples]."""
+    def grad(self, pred: Tensor, target: Tensor, mask: Tensor, scale: float = 1.0) -> Tensor:
+        """∂ (``scale`` · loss[t]) / ∂ pred[t, i]: [tasks, samples] (``scale``: e.g. -lr, folded in once)."""
         raise NotImplementedError
 
 
@@ -59,8 +59,8 @@ class MSE(Loss):
     def __call__(self, pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
         return masked_mse(pred, target, mask)
 
-    def grad(self, pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
-        return (_promote(pred, target) - target) * (2 * mask / mask.sum(-1, keepdim=True).clamp_min(1.0))
+    def grad(self, pred: Tensor, target: Tensor, mask: Tensor, scale: float = 1.0) -> Tensor:
+        return (_promote(pred, target) - target) * (scale * (2 * mask / mask.sum(-1, keepdim=True).clamp_min(1.0)))
 
 
 class BCE(Loss):
@@ -71,9 +71,9 @@ class BCE(Loss):
         s, y = _promote(pred, target), (target > 0).to(target.dtype)
         return ((F.softplus(s) - y * s) * mask).sum(-1) / mask.sum(-1).clamp_min(1.0)
 
-    def grad(self, pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    def grad(self, pred: Tensor, target: Tensor, mask: Tensor, scale: float = 1.0) -> Tensor:
         s, y = _promote(pred, target), (target > 0).to(target.dtype)
-        return (torch.sigmoid(s) - y) * mask / mask.sum(-1, keepdim=True).clamp_min(1.0)
+        return (torch.sigmoid(s) - y) * (scale * mask / mask.sum(-1, keepdim=True).clamp_min(1.0))
 
 
 class BPR(Loss):
@@ -93,10 +93,10 @@ class BPR(Loss):
         diff = s[:, :, None] - s[:, None, :]  # [tasks, i, j] = s_i - s_j
         return (F.softplus(-diff) * pairs).sum((1, 2)) / n
 
-    def grad(self, pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    def grad(self, pred: Tensor, target: Tensor, mask: Tensor, scale: float = 1.0) -> Tensor:
         s = _promote(pred, target)
         pairs, n = self._pairs(target, mask)
-        w = torch.sigmoid(-(s[:, :, None] - s[:, None, :])) * pairs / n[:, None, None]  # -∂/∂(s_i - s_j)
+        w = torch.sigmoid(-(s[:, :, None] - s[:, None, :])) * pairs * (scale / n[:, None, None])  # -∂/∂(s_i - s_j)
         return w.sum(1) - w.sum(2)  # a negative j gains Σ_i w_ij, an interaction i loses Σ_j w_ij
 
 

@@ -43,3 +43,4 @@ def test_written_out_gradient_equals_autograd(name):
     (auto,) = torch.autograd.grad(loss(pred, target, mask).sum(), pred)
     assert torch.allclose(loss.grad(pred, target, mask), auto, atol=1e-12)
     assert torch.all(loss.grad(pred, target, mask)[mask == 0] == 0)  # padding gets no gradient
+    assert torch.allclose(loss.grad(pred, target, mask, -0.1), -0.1 * auto, atol=1e-12)  # a step's -lr folded in

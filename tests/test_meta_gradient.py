@@ -1,5 +1,7 @@
 """The vectorised meta-gradient equals a plain per-task loop (float64) for every algorithm."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 from torch.func import functional_call
@@ -211,3 +213,69 @@ def test_autograd_inner_gradients_on_a_head_without_written_out_backward(tiny_wo
                          network_args={"hidden": [16, 8]}, schema=data.schema, rating_mean=3.5).double()
     batch = to_double(unequal_batch(data, SUPPORT_SIZES))
     assert rel_err(meta_grads(module, batch, False), meta_grads(module, batch, True)) < 1e-10
+
+
+def task_loss(name: str, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """One task's loss on its real samples, written from the definitions (not from metarec_pl.losses)."""
+    if name == "mse":
+        return ((pred - y) ** 2).mean()
+    if name == "bce":
+        return torch.nn.functional.binary_cross_entropy_with_logits(pred, (y > 0).to(pred.dtype))
+    pos, neg = pred[y > 0], pred[y <= 0]  # bpr: every (interaction, negative) pair
+    pairs = pos[:, None] - neg[None, :]
+    return -torch.nn.functional.logsigmoid(pairs).mean() if pairs.numel() else pred.sum() * 0.0
+
+
+def reference_loss_with(module: MetaLearner, batch: TaskBatch, loss: str) -> torch.Tensor:
+    model, alg = module.network, module.algorithm
+    params = dict(model.named_parameters())
+    f = lambda fast, x, y: task_loss(loss, functional_call(model, {**params, **fast}, (x,)), y)  # noqa: E731
+    query_losses = []
+    for i in range(len(batch)):
+        (xs, ys), (xq, yq) = task_slices(batch, i)
+        fast = {n: params[n] for n in alg.adapted_names}
+        for _ in range(alg.inner_steps):
+            grads = torch.autograd.grad(f(fast, xs, ys), list(fast.values()), create_graph=not alg.first_order)
+            lrs = {n: (alg.lrs[n.replace(".", "__")] if module.hparams.algorithm == "metasgd" else alg.inner_lr)
+                   for n in fast}
+            fast = {n: w - lrs[n] * g for (n, w), g in zip(fast.items(), grads)}
+        query_losses.append(f(fast, xq, yq))
+    return torch.stack(query_losses).mean()
+
+
+def implicit(batch: TaskBatch) -> TaskBatch:
+    """The batch as implicit feedback: ratings >= 4 are interactions (1), the rest negatives (0)."""
+    s, q = batch.support, batch.query
+    return TaskBatch(replace(s, rating=(s.rating >= 4).to(s.rating) * s.mask),
+                     replace(q, rating=(q.rating >= 4).to(q.rating) * q.mask), batch.key)
+
+
+@pytest.mark.parametrize("loss", ["bce", "bpr", "mse"])
+@pytest.mark.parametrize("algorithm,adapt,network", [
+    ("maml", ["*"], "melu"), ("maml", ["head.*"], "melu"), ("fomaml", ["head.*"], "mlp"),
+    ("metasgd", ["head.*"], "mlp"), ("maml", ["head.0.weight"], "mlp"),
+])
+def test_meta_gradient_matches_per_task_loop_for_each_loss(tiny_world, loss, algorithm, adapt, network):
+    _, data = tiny_world
+    torch.manual_seed(0)
+    module = MetaLearner(algorithm=algorithm, network=network, adapt=adapt, inner_steps=3, inner_lr=0.05, loss=loss,
+                         network_args={"hidden": [16, 8]}, schema=data.schema).double()
+    batch = implicit(to_double(unequal_batch(data, SUPPORT_SIZES)))
+    assert 0 < float(batch.support.rating.sum()) < float(batch.support.mask.sum())  # both kinds present
+    module.zero_grad()
+    module.training_step(batch, 0).backward()
+    vectorised = {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
+    params = dict(module.named_parameters())
+    reference = dict(zip(params, torch.autograd.grad(reference_loss_with(module, batch, loss), list(params.values()),
+                                                     allow_unused=True)))
+    reference = {n: g for n, g in reference.items() if g is not None}
+    assert set(vectorised) == set(reference) and sum(float(g.abs().sum()) for g in reference.values()) > 0
+    assert rel_err(vectorised, reference) < 1e-10
+
+
+def test_a_loss_an_algorithm_cannot_use_is_refused_in_one_line(tiny_world):
+    _, data = tiny_world
+    with pytest.raises(ValueError, match="model.loss: algorithm 'protonet' works with mse only"):
+        MetaLearner(algorithm="protonet", loss="bpr", schema=data.schema)
+    with pytest.raises(ValueError, match="model.loss: unknown loss 'hinge'"):
+        MetaLearner(algorithm="maml", loss="hinge", schema=data.schema)

@@ -10,6 +10,7 @@ import torch
 from conftest import unequal_batch
 from metarec_pl.bilevel import MetaLearner
 from metarec_pl.inner_tools import INNER_GRAD_TARGET, inner_loss_scale, unscale
+from metarec_pl.losses import MSE
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 # Measured on CPU (torch 2.13): fp16 relative error 0.003, bf16 0.013 (cosine > 0.9999).  bf16 keeps 8 mantissa
@@ -56,7 +57,7 @@ def test_inner_loss_scale_lifts_tiny_output_gradients_to_the_target():
     pred = torch.tensor([[3.5 + 1e-6, 3.5, 0.0], [4.0, 1.0, 2.0]])
     target = torch.tensor([[3.5, 3.5, 0.0], [1.0, 1.0, 2.0]])
     mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
-    scale = inner_loss_scale(pred, target, mask)
+    scale = inner_loss_scale(MSE().grad(pred, target, mask))
     largest = (2 * (pred - target).abs() * mask / mask.sum(-1, keepdim=True)).amax(-1)
     assert torch.equal(torch.exp2(torch.log2(scale).round()), scale)  # powers of two: exact to apply and undo
     scaled = largest * scale

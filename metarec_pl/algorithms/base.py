@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from metarec_pl.errors import ConfigError
+from metarec_pl.losses import MSE, Loss, masked_mse  # noqa: F401  (masked_mse: re-exported for plugins)
 
 if TYPE_CHECKING:
     from metarec_pl.data.types import TaskBatch
@@ -30,18 +31,11 @@ def broadcasts_over_tasks(inner_update):
     return inner_update
 
 
-def masked_mse(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
-    """Mean squared error over the real (mask = 1) samples of the last dimension (low-precision predictions are
-    compared in the target's precision)."""
-    err = (pred.to(torch.promote_types(pred.dtype, target.dtype)) - target) ** 2 * mask
-    return err.sum(-1) / mask.sum(-1).clamp_min(1.0)
-
-
 @dataclass
 class AdaptResult:
     """Per-task outputs of the inner loop; every tensor starts with the task dimension."""
 
-    query_loss: Tensor  # [B] masked mean squared error on the query set after adaptation
+    query_loss: Tensor  # [B] the loss (``Algorithm.loss``, default squared error) on the query set after adaptation
     query_pred: Tensor  # [B, Q]
     support_loss: Optional[Tensor] = None  # [B], with the final weights; when ``needs_support_loss``
     fast_weights: Optional[dict[str, Tensor]] = None  # name -> [B, *shape]; when ``needs_fast_weights``
@@ -55,6 +49,8 @@ class Algorithm(nn.Module):
     ``eval_inner_steps``: steps at validation/test/predict time (default ``inner_steps``).
     ``inner_steps``/``inner_lr`` left at ``None`` take the class's ``default_inner_steps``/``default_inner_lr``
     (so a preset such as ``melu`` can carry its paper's local settings).
+    ``loss``: the per-task loss of the inner and the outer loop (``metarec_pl.losses``; ``MetaLearner(loss=...)``
+    sets it before ``bind``); ``supported_losses``: the loss names a class works with (``None``: any).
     """
 
     gradient_based: ClassVar[bool] = True
@@ -67,6 +63,8 @@ class Algorithm(nn.Module):
     num_items: Optional[int] = None
     default_inner_steps: ClassVar[int] = 5
     default_inner_lr: ClassVar[float] = 0.01
+    loss: Loss = MSE()
+    supported_losses: ClassVar[Optional[tuple[str, ...]]] = None
 
     def __init__(self, inner_steps: Optional[int] = None, inner_lr: Optional[float] = None,
                  first_order: Optional[bool] = None, adapt: Optional[Sequence[str]] = None,

@@ -31,6 +31,7 @@ class MatchingNet(Algorithm):
     ``temperature``: initial cosine scale (learned); ``residual``: attend over the network's residuals."""
 
     gradient_based = False
+    supported_losses = ("mse",)  # predicts ratings from the support's (no logits or ranking scores)
 
     def __init__(self, projection: Sequence[int] = (64, 64), full_context: bool = False, heads: int = 4,
                  temperature: float = 10.0, residual: bool = False, **base) -> None:

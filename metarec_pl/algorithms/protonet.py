@@ -43,6 +43,7 @@ class ProtoNet(Algorithm):
     the log share of each level in the support set to its logit.  A support rating counts for its nearest level."""
 
     gradient_based = False
+    supported_losses = ("mse",)  # predicts ratings from the support's (no logits or ranking scores)
 
     def __init__(self, rating_range: Sequence[float] = (1.0, 5.0), levels: Optional[Sequence[float]] = None,
                  projection: Sequence[int] = (64, 64), level_prior: bool = True, **base) -> None:

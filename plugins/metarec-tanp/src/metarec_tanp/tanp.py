@@ -47,6 +47,7 @@ class TaNP(Algorithm):
     ``deterministic``: ``mean`` (TaNP: one ``r`` per task) or ``attention`` (one ``r`` per query pair)."""
 
     gradient_based = False
+    supported_losses = ("mse",)  # predicts ratings from the support's (no logits or ranking scores)
 
     def __init__(self, hidden: int = 64, latent: int = 32, kl_weight: float = 0.1,
                  deterministic: Literal["mean", "attention"] = "mean", **base) -> None:
