@@ -179,7 +179,8 @@ def test_tutorial_from_empty_folder_to_fit(tmp_path):
         "distribution 'my-algo', which is not installed or is disabled by METAREC_PL_DISABLE_PLUGINS: "
         "pip install my-algo")
     (ckpt,) = (tmp_path / "runs").rglob("last.ckpt")
-    from_ckpt = run([sys.executable, "-m", "metarec_pl.cli", "test", "--config", str(small), "--ckpt_path",
+    # the run's own config (algorithm residual-mean): the quickstart's `maml` would contradict the checkpoint
+    from_ckpt = run([sys.executable, "-m", "metarec_pl.cli", "test", "--config", str(saved), "--ckpt_path",
                      str(ckpt)], tmp_path, [ROOT])
     assert from_ckpt.returncode == 2 and "pip install my-algo" in from_ckpt.stderr
     assert "Traceback" not in from_ckpt.stderr
