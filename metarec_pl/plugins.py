@@ -46,11 +46,11 @@ KINDS = {  # kind -> hook name
     "sampler": "register_task_samplers",
     "dataset": "register_datasets",
 }
-BASES = {  # kind -> (module, class) every registered class of that kind subclasses
-    "algorithm": ("metarec_pl.algorithms.base", "Algorithm"),
-    "model": ("metarec_pl.models.base", "RatingModel"),
-    "sampler": ("metarec_pl.data.base", "TaskSampler"),
-    "dataset": ("metarec_pl.data.base", "RatingDataset"),
+BASES = {  # kind -> (module, class names): every class of that kind subclasses the first of them the module has
+    "algorithm": ("metarec_pl.algorithms.base", ("MetaAlgorithm", "Algorithm")),
+    "model": ("metarec_pl.models.base", ("RatingModel",)),
+    "sampler": ("metarec_pl.data.base", ("TaskSampler",)),
+    "dataset": ("metarec_pl.data.base", ("RatingDataset",)),
 }
 _SOURCE_RANK = {"builtin": 0, "entry point": 1, "runtime": 2}
 
@@ -117,7 +117,7 @@ class Registration:
         if not isinstance(self.target, str):
             return self.target
         where = f"{self.kind} '{self.name}' of plugin '{self.plugin}' from {self.distribution}"
-        expected = f"expected '{self.target}' to name an importable subclass of metarec_pl.{BASES[self.kind][1]}"
+        expected = f"expected '{self.target}' to name an importable subclass of {base_name(self.kind)}"
         module_name, _, attr = self.target.partition(":")
         try:
             obj: Any = importlib.import_module(module_name)
@@ -152,16 +152,29 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
+def base_class(kind: str, import_base: bool = True) -> Optional[type]:
+    """The class every registered class of ``kind`` subclasses (imports torch); without ``import_base``, None when
+    its module is not imported yet."""
+    module_name, class_names = BASES[kind]
+    module = importlib.import_module(module_name) if import_base else sys.modules.get(module_name)
+    return next((getattr(module, n) for n in class_names if hasattr(module, n)), None)
+
+
+def base_name(kind: str) -> str:
+    """``"metarec_pl.<base class>"`` of ``kind``, for messages; imports nothing."""
+    module = sys.modules.get(BASES[kind][0])
+    names = [n for n in BASES[kind][1] if module is None or hasattr(module, n)] or list(BASES[kind][1])
+    return f"metarec_pl.{names[0]}"
+
+
 def _kind_problem(kind: str, obj: Any, import_base: bool) -> Optional[str]:
     """Why ``obj`` cannot be registered as ``kind`` (None if it can).  Without ``import_base``, a base class whose
     module is not imported yet means ``obj`` cannot subclass it, so nothing heavy is imported to check."""
-    module_name, class_name = BASES[kind]
     if not isinstance(obj, type):
         return f"{type(obj).__name__} {obj!r:.60}, not a class"
-    module = importlib.import_module(module_name) if import_base else sys.modules.get(module_name)
-    base = getattr(module, class_name, None)
+    base = base_class(kind, import_base)
     if base is None or not issubclass(obj, base):
-        return f"class {obj.__module__}.{obj.__qualname__}, not a subclass of metarec_pl.{class_name}"
+        return f"class {obj.__module__}.{obj.__qualname__}, not a subclass of {base_name(kind)}"
     return None
 
 
@@ -339,7 +352,7 @@ def _collect() -> dict[str, dict[str, Registration]]:
 
             if not isinstance(name, str) or not name:
                 return refuse(f"the name {name!r} is not a non-empty str; expected register(\"short-name\", cls)")
-            expected = f"expected a subclass of metarec_pl.{BASES[_kind][1]} or its 'module:Class' reference"
+            expected = f"expected a subclass of {base_name(_kind)} or its 'module:Class' reference"
             if isinstance(target, str):
                 module_name, colon, attr = target.partition(":")
                 if not (colon and module_name and attr):

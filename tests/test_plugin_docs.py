@@ -230,7 +230,7 @@ def test_documented_failure_lines_are_the_real_ones(monkeypatch, capsys):
         _EntryPoint("clash", "clash-dist", lambda: _plugin(
             register_algorithms=lambda register: register("maml", "metarec_pl.algorithms.melu:MeLU"))),
         _EntryPoint("wrong-kind", "wrong-kind-dist", lambda: _plugin(
-            register_algorithms=lambda register: register("mlp-as-algorithm", MLPNet))),
+            register_datasets=lambda register: register("mlp-as-dataset", MLPNet))),
     ]
     real = importlib.metadata.entry_points
     monkeypatch.setattr(importlib.metadata, "entry_points",

@@ -18,6 +18,7 @@ from metarec_pl.models.mlp import MLPNet
 
 MAML_REF = "metarec_pl.algorithms.maml:MAML"
 ROOT_DIR = Path(__file__).resolve().parents[1]
+ALG = plugins.base_name("algorithm")  # "metarec_pl.<the class every algorithm subclasses>"
 
 
 class Mine(MAML):
@@ -144,16 +145,16 @@ class NotAnAlgorithm(nn.Module):
 
 
 @pytest.mark.parametrize("name, target, reason", [
-    ("forty-two", 42, "it registers int 42, not a class; expected a subclass of metarec_pl.Algorithm or its "
+    ("forty-two", 42, f"it registers int 42, not a class; expected a subclass of {ALG} or its "
                       "'module:Class' reference"),
     ("plain-module", NotAnAlgorithm, "it registers class test_plugin_failures.NotAnAlgorithm, not a subclass of "
-                                     "metarec_pl.Algorithm; expected a subclass of metarec_pl.Algorithm or its "
+                                     f"{ALG}; expected a subclass of {ALG} or its "
                                      "'module:Class' reference"),
-    ("a-model", MLPNet, "it registers class metarec_pl.models.mlp.MLPNet, not a subclass of metarec_pl.Algorithm; "
-                        "expected a subclass of metarec_pl.Algorithm or its 'module:Class' reference"),
+    ("a-model", MLPNet, f"it registers class metarec_pl.models.mlp.MLPNet, not a subclass of {ALG}; "
+                        f"expected a subclass of {ALG} or its 'module:Class' reference"),
     ("no-colon", "metarec_pl.algorithms.maml.MAML",
      "the reference 'metarec_pl.algorithms.maml.MAML' has no 'module:Class' form; expected a subclass of "
-     "metarec_pl.Algorithm or its 'module:Class' reference"),
+     f"{ALG} or its 'module:Class' reference"),
 ])
 def test_wrong_kind_skips_only_that_name(metarec_plugin_factory, capsys, name, target, reason):
     def register_algorithms(register):
@@ -196,7 +197,7 @@ def test_lazy_reference_is_resolved_on_first_get(metarec_plugin_factory):
      "cannot import 'metarec_pl.algorithms.maml:NoSuchClass': AttributeError: module 'metarec_pl.algorithms.maml' "
      "has no attribute 'NoSuchClass'"),
     ("metarec_pl.models.mlp:MLPNet",
-     "'metarec_pl.models.mlp:MLPNet' is class metarec_pl.models.mlp.MLPNet, not a subclass of metarec_pl.Algorithm"),
+     f"'metarec_pl.models.mlp:MLPNet' is class metarec_pl.models.mlp.MLPNet, not a subclass of {ALG}"),
     ("metarec_pl.algorithms.base:nn", "'metarec_pl.algorithms.base:nn' is module <module 'torch.nn' from "),
 ])
 def test_broken_lazy_reference_fails_in_one_line_naming_plugin_and_reference(metarec_plugin_factory, capsys,
@@ -209,7 +210,7 @@ def test_broken_lazy_reference_fails_in_one_line_naming_plugin_and_reference(met
     message = str(err.value)
     assert "\n" not in message
     assert message.startswith(f"algorithm 'lazy-bad' of plugin 'lazy-plugin' from lazy-dist: {problem}")
-    assert message.endswith(f"; expected '{reference}' to name an importable subclass of metarec_pl.Algorithm")
+    assert message.endswith(f"; expected '{reference}' to name an importable subclass of {ALG}")
     assert isinstance(err.value, plugins.UnknownPluginError)  # the CLI's one-line error path catches it
     capsys.readouterr()
     assert entry.plugins_command(["--check"]) == 2  # `metarec plugins --check` finds it
@@ -221,7 +222,8 @@ def test_every_builtin_reference_resolves_to_its_kind(capsys):
     builtins = [r for r in metarec_pl.registrations() if r.distribution == "metarec_pl"]
     assert {r.kind for r in builtins} == set(plugins.KINDS) and len(builtins) >= 20
     for r in builtins:
-        base = getattr(metarec_pl, plugins.BASES[r.kind][1])
+        base = plugins.base_class(r.kind)
+        assert getattr(metarec_pl, base.__name__) is base  # public API
         assert isinstance(r.obj, type) and issubclass(r.obj, base), r
         assert f"{r.obj.__module__}:{r.obj.__qualname__}" == r.reference
     assert entry.plugins_command(["--check"]) == 0
@@ -347,8 +349,8 @@ def test_recorded_name_that_was_skipped_says_which_distribution_and_why(metarec_
         "unknown algorithm 'recorded' (recorded in this config/checkpoint); it was provided by distribution "
         "'rec-dist', which is not installed or is disabled by METAREC_PL_DISABLE_PLUGINS: pip install rec-dist; "
         "'recorded' was skipped: algorithm 'recorded' of plugin 'rec-plugin' from rec-dist: it registers class "
-        "metarec_pl.models.mlp.MLPNet, not a subclass of metarec_pl.Algorithm; expected a subclass of "
-        "metarec_pl.Algorithm or its 'module:Class' reference")
+        f"metarec_pl.models.mlp.MLPNet, not a subclass of {ALG}; expected a subclass of "
+        f"{ALG} or its 'module:Class' reference")
 
 
 def test_recorded_name_with_a_broken_reference_keeps_the_import_error(metarec_plugin_factory):
@@ -366,7 +368,7 @@ def test_recorded_name_with_a_broken_reference_keeps_the_import_error(metarec_pl
 @pytest.mark.parametrize("target, expected", [
     ("metarec_pl.gone:X", "metarec: error: algorithm 'cli-bad' of plugin 'cli-plugin' from cli-dist: cannot import "
                           "'metarec_pl.gone:X': ModuleNotFoundError: No module named 'metarec_pl.gone'; expected "
-                          "'metarec_pl.gone:X' to name an importable subclass of metarec_pl.Algorithm"),
+                          f"'metarec_pl.gone:X' to name an importable subclass of {ALG}"),
     (MLPNet, "metarec: error: unknown algorithm 'cli-bad'; available: anil, "),
 ])
 def test_fit_with_a_broken_or_skipped_name_fails_in_one_line_and_writes_nothing(
@@ -387,6 +389,6 @@ def test_fit_with_a_broken_or_skipped_name_fails_in_one_line_and_writes_nothing(
     if not isinstance(target, str):
         assert errors[0].endswith("; 'cli-bad' was skipped: algorithm 'cli-bad' of plugin 'cli-plugin' from cli-dist: "
                                   "it registers class metarec_pl.models.mlp.MLPNet, not a subclass of "
-                                  "metarec_pl.Algorithm; expected a subclass of metarec_pl.Algorithm or its "
+                                  f"{ALG}; expected a subclass of {ALG} or its "
                                   "'module:Class' reference")
     assert list(tmp_path.iterdir()) == []  # no runs/, no lightning_logs/
