@@ -19,7 +19,7 @@ a sample with target <= 0 is a negative (drawn per episode by the sampler).
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Optional
 
 import torch
 import torch.nn.functional as F
@@ -81,6 +81,18 @@ class BPR(Loss):
     implicit = True
 
     @staticmethod
+    def _real(pred: Tensor, target: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor, Optional[Tensor]]:
+        """The real samples moved to the front and the padding beyond the widest task's cut off, so the pair
+        matrix is [tasks, real, real] even when the padding is a whole catalogue of candidates (mask 0); with the
+        column order used (``None``: nothing cut)."""
+        real = mask > 0
+        width = int(real.sum(-1).max()) if real.numel() else 0
+        if width == mask.shape[-1]:
+            return pred, target, mask, None
+        order = torch.argsort(real.to(torch.uint8), dim=-1, descending=True, stable=True)[..., :width]
+        return pred.gather(-1, order), target.gather(-1, order), mask.gather(-1, order), order
+
+    @staticmethod
     def _pairs(target: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """[tasks, samples, samples] 1.0 where (i, j) is an (interaction, negative) pair; pairs per task [tasks]."""
         pos, neg = ((target > 0) & (mask > 0)).to(mask.dtype), ((target <= 0) & (mask > 0)).to(mask.dtype)
@@ -88,16 +100,18 @@ class BPR(Loss):
         return pairs, pairs.sum((1, 2)).clamp_min(1.0)
 
     def __call__(self, pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
-        s = _promote(pred, target)
+        s, target, mask, _ = self._real(_promote(pred, target), target, mask)
         pairs, n = self._pairs(target, mask)
         diff = s[:, :, None] - s[:, None, :]  # [tasks, i, j] = s_i - s_j
         return (F.softplus(-diff) * pairs).sum((1, 2)) / n
 
     def grad(self, pred: Tensor, target: Tensor, mask: Tensor, scale: float = 1.0) -> Tensor:
-        s = _promote(pred, target)
+        full = _promote(pred, target)
+        s, target, mask, order = self._real(full, target, mask)
         pairs, n = self._pairs(target, mask)
         w = torch.sigmoid(-(s[:, :, None] - s[:, None, :])) * pairs * (scale / n[:, None, None])  # -∂/∂(s_i - s_j)
-        return w.sum(1) - w.sum(2)  # a negative j gains Σ_i w_ij, an interaction i loses Σ_j w_ij
+        g = w.sum(1) - w.sum(2)  # a negative j gains Σ_i w_ij, an interaction i loses Σ_j w_ij
+        return g if order is None else torch.zeros_like(full).scatter(-1, order, g)
 
 
 BUILTIN_LOSSES: dict[str, type[Loss]] = {cls.name: cls for cls in (MSE, BCE, BPR)}

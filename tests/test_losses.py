@@ -44,3 +44,18 @@ def test_written_out_gradient_equals_autograd(name):
     assert torch.allclose(loss.grad(pred, target, mask), auto, atol=1e-12)
     assert torch.all(loss.grad(pred, target, mask)[mask == 0] == 0)  # padding gets no gradient
     assert torch.allclose(loss.grad(pred, target, mask, -0.1), -0.1 * auto, atol=1e-12)  # a step's -lr folded in
+
+
+def test_bpr_cost_follows_the_real_samples_not_the_padding():
+    """A whole catalogue of candidates (mask 0) behind the query must not enter the pair matrix: same values and
+    gradients as the unpadded tasks, and no [tasks, catalogue, catalogue] tensor."""
+    pred = torch.randn(2, 5, dtype=torch.float64)
+    target = torch.tensor([[1.0, 0.0, 1.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0, 0.0]], dtype=torch.float64)
+    mask = torch.tensor([[1.0, 1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 0.0, 0.0]], dtype=torch.float64)
+    wide = 20_000  # padding: 2 x 20,005 x 20,005 pairs would take 6 GB
+    pred_w = torch.cat([pred, torch.randn(2, wide, dtype=torch.float64)], 1)
+    target_w, mask_w = (torch.cat([t, torch.zeros(2, wide, dtype=torch.float64)], 1) for t in (target, mask))
+    loss = BPR()
+    assert torch.allclose(loss(pred_w, target_w, mask_w), loss(pred, target, mask), atol=1e-12)
+    g = loss.grad(pred_w, target_w, mask_w)
+    assert torch.allclose(g[:, :5], loss.grad(pred, target, mask), atol=1e-12) and not g[:, 5:].any()
