@@ -218,7 +218,7 @@ def get(name: str, options: dict) -> Protocol:
     protocol = PROTOCOLS[name]
     unknown = sorted(set(options) - set(protocol.options()))
     if unknown:
-        raise DataError(f"protocol {name!r}: unknown option(s) {', '.join(unknown)}; expected some of: "
+        raise DataError(f"data.dataset_args: protocol {name!r}: unknown option(s) {', '.join(map(repr, unknown))}; expected some of: "
                         f"{', '.join(protocol.options())}")
     return protocol
 
