@@ -21,11 +21,13 @@ from metarec_pl.data.types import RatingData, Task, TaskBatch, TaskCollator
 
 
 def tiny_data(num_users: int = 40, num_items: int = 30, implicit: bool = False, seed: int = 0) -> RatingData:
-    """A small synthetic world (every user has 12-20 ratings); ``implicit``: ratings >= 4 become 1, others 0."""
+    """A small synthetic world (every user has 12-20 ratings); ``implicit``: ratings >= 4 become interactions (1)
+    and the others stand for sampled negatives (0), as a task sampler would add them to a batch, with
+    ``feedback="implicit"`` (a loaded implicit data set stores interactions only, see ``data/negatives.py``)."""
     data = SyntheticWorld(num_users=num_users, num_items=num_items, min_ratings=12, max_ratings=20,
                           seed=seed).load()
     if implicit:
-        data = replace(data, rating=(data.rating >= 4).float(), rating_range=(0.0, 1.0))
+        data = replace(data, rating=(data.rating >= 4).float(), rating_range=(0.0, 1.0), feedback="implicit")
     return data
 
 

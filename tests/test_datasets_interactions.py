@@ -7,7 +7,7 @@ import torch
 from _datasets_fixtures import world, write_csv
 from metarec_pl.data.base import ItemTaskSampler
 from metarec_pl.data.interactions import Interactions
-from metarec_pl.data.types import DataError
+from metarec_pl.data.types import DataError, TaskCollator
 
 ROWS = [(f"u{u:02d}", f"i{i:02d}", r, t) for u, i, r, t in world(num_users=30, num_items=25)]
 
@@ -60,19 +60,24 @@ def test_feature_tables_of_every_kind(tmp_path):
     assert data.item_features["item_tags"][1].tolist() == [1, 2] and data.item_features["item_tags"][0].tolist() == [3, 0]
 
 
-def test_implicit_feedback_with_sampled_negatives(tmp_path):
+def test_implicit_feedback_stores_interactions_only_and_item_tasks_draw_negative_users(tmp_path):
     clicks = world(num_users=30, num_items=60)
     write_csv(tmp_path / "clicks.csv", [(u, i, t) for u, i, _, t in clicks], header=("user", "item", "time"))
-    data = _load(tmp_path, path="clicks.csv", implicit=True, negatives=3, columns={"time": "time"})
-    pos, neg = data.rating == 1, data.rating == 0
-    assert int(pos.sum()) == len(clicks) and int(neg.sum()) == 3 * len(clicks) and data.rating_range == (0.0, 1.0)
-    seen = set(zip(data.user[pos].tolist(), data.item[pos].tolist()))
-    assert not seen & set(zip(data.user[neg].tolist(), data.item[neg].tolist()))
-    assert torch.equal(torch.bincount(data.user[neg]), 3 * torch.bincount(data.user[pos]))
-    again = _load(tmp_path, path="clicks.csv", implicit=True, negatives=3, columns={"time": "time"})
-    assert torch.equal(again.item, data.item)  # seeded
-    tasks = ItemTaskSampler(query_size=3, min_support=2).tasks(data, data.splits["train"]["train"], 0)
+    data = _load(tmp_path, path="clicks.csv", implicit=True, columns={"time": "time"})
+    assert len(data.user) == len(clicks) and bool((data.rating == 1).all()) and data.rating_range == (0.0, 1.0)
+    assert data.feedback == "implicit"
+    sampler = ItemTaskSampler(query_size=3, min_support=2, negatives=2)
+    tasks = sampler.tasks(data, data.splits["train"]["train"], 0)
     assert tasks and all(len(data.item[t.query].unique()) == 1 for t in tasks)
+    clicked = set(zip(data.user.tolist(), data.item.tolist()))
+    for t in tasks:  # an item's negatives are users who never clicked it
+        assert len(t.support_negatives) == 2 * len(t.support) and len(t.query_negatives) == 2 * len(t.query)
+        assert not {(u, t.key) for u in torch.cat([t.support_negatives, t.query_negatives]).tolist()} & clicked
+    batch = TaskCollator(data, group_by="item")(tasks[:3])
+    n = len(tasks[0].support)
+    assert bool((batch.support.item[0, : n + 2 * n] == tasks[0].key).all())
+    assert batch.support.user[0, n:3 * n].tolist() == tasks[0].support_negatives.tolist()
+    assert batch.support.rating[0, n:3 * n].tolist() == [0.0] * (2 * n) and bool((batch.support.mask[0, :3 * n] == 1).all())
 
 
 @pytest.mark.parametrize("setup, kw, message", [

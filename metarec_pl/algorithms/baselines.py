@@ -1,7 +1,7 @@
 """Honest non-meta baselines, registered as algorithms so they run through the same protocol and code path.
 
 * ``bias``: global mean + shrunk item bias (counted over the training tasks) + shrunk user bias from the support.
-* ``popularity``: scores an item by how many training ratings it has (for the top-k metrics only).
+* ``popularity``: scores an item by how many training interactions (rating > 0) it has (top-k metrics only).
 * ``finetune``: the ``none`` global model, then plain SGD on each test user's support set (no meta-training).
 * ``mf-foldin``: biased matrix factorisation trained on the training ratings; each evaluated user is folded in
   by ridge regression of their support ratings on the learned item factors (one batched ``linalg.solve``);
@@ -100,8 +100,17 @@ class Bias(_Tally):
 
 
 class Popularity(_Tally):
-    """Scores an item by log(1 + its number of training ratings): a ranking baseline for the top-k metrics
-    (its "ratings" are scores, so its MAE means nothing)."""
+    """Scores an item by log(1 + its number of training interactions): a ranking baseline for the top-k metrics
+    (its "ratings" are scores, so its MAE means nothing).  Only real interactions count (rating > 0): the
+    negatives a sampler adds to implicit tasks (rating 0) never do."""
+
+    def tally(self, batch: TaskBatch) -> None:
+        new = ~self.user_seen[batch.key]
+        self.user_seen[batch.key] = True
+        for s in (batch.support, batch.query):
+            m = (s.mask * new[:, None] * (s.rating > 0)).flatten().double()
+            self.item_sum.index_add_(0, s.item.flatten(), s.rating.flatten().double() * m)
+            self.item_count.index_add_(0, s.item.flatten(), m)
 
     def run(self, model: nn.Module, batch: TaskBatch, steps: int, create_graph: bool,
             chunk_size: Optional[int] = None) -> AdaptResult:

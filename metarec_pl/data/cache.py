@@ -33,7 +33,7 @@ from metarec_pl.data.types import FeatureSpec, RatingData
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 2  # 2: Arrow IPC files per part (zero-row parts load), raw id maps, dropped-row counts
+CACHE_VERSION = 3  # 2: Arrow IPC files per part, raw id maps, dropped-row counts; 3: feedback, parts, no negatives
 CACHE_ENV = "METAREC_PL_CACHE"
 PARTS = ("rows", "user_features", "item_features", "splits", "item_text", "user_ids", "item_ids")
 
@@ -92,6 +92,8 @@ def save(data: RatingData, path: Path) -> None:
     rows = {"user": data.user, "item": data.item, "rating": data.rating}
     if data.time is not None:
         rows["time"] = data.time
+    if data.part is not None:
+        rows["part"] = data.part
     splits = [(stage, scenario, idx) for stage, s in data.splits.items() for scenario, idx in s.items()]
     text = data.item_text or {}
     parts = {
@@ -110,7 +112,7 @@ def save(data: RatingData, path: Path) -> None:
     meta = {"schema": [asdict(f) for f in data.schema], "rating_range": list(data.rating_range),
             "has_item_text": data.item_text is not None, "has_ids": [data.user_ids is not None,
                                                                      data.item_ids is not None],
-            "dropped": data.dropped}
+            "dropped": data.dropped, "feedback": data.feedback}
     (path / "metarec_meta.json").write_text(json.dumps(meta))
 
 
@@ -136,7 +138,8 @@ def load(path: Path) -> RatingData:
         schema=[FeatureSpec(**f) for f in meta["schema"]], splits=splits,
         rating_range=tuple(meta["rating_range"]),
         item_text=dict(zip(text["item"], text["text"])) if meta["has_item_text"] else None,
-        user_ids=ids[0], item_ids=ids[1], dropped=dict(meta["dropped"]),
+        user_ids=ids[0], item_ids=ids[1], dropped=dict(meta["dropped"]), feedback=meta["feedback"],
+        part=rows.get("part"),
     )
 
 
@@ -180,6 +183,18 @@ class FileDataset(RatingDataset):
     def __init__(self, root: Optional[str] = None, protocol: str = "user-cold", cache_dir: Optional[str] = None,
                  cache: bool = True, **protocol_options: Any) -> None:
         super().__init__(root)
+        if protocol in protocols.PROTOCOLS:  # a key neither the data set nor its protocol takes: one line
+            import inspect
+
+            own = [n for n, p in inspect.signature(type(self)).parameters.items()
+                   if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and n != "root"]
+            taken = list(protocols.PROTOCOLS[protocol].options())
+            unknown = [k for k in protocol_options if k not in taken]
+            if unknown:
+                raise protocols.DataError(
+                    f"data.dataset_args: unknown option {unknown[0]!r} for data set {type(self).__name__}: neither "
+                    f"its own ({', '.join(own)}) nor its protocol's (protocol {protocol!r}: unknown option(s) "
+                    f"{', '.join(map(str, unknown))}; expected some of: {', '.join(taken)})")
         self.protocol = protocols.get(protocol, protocol_options)
         self.protocol_options = protocol_options
         self.cache_dir, self.use_cache = cache_dir, cache

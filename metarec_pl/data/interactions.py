@@ -7,9 +7,19 @@ the raw ids, and ``RatingData.user_ids`` / ``item_ids`` keep the raw id of every
 ``Recommender`` take and return raw ids).  A UTF-8 byte-order mark is ignored.  Without ``rating_range``, the
 log's own scale is the lowest..highest rating it holds.
 
-Implicit feedback (``implicit: true``): rows with weight > 0 (every row without a rating column) are positives
-(rating 1); for each positive, ``negatives`` items the user never interacted with are drawn (seeded by
-``negative_seed``) with rating 0 and the positive's time; ``rating_range`` is (0, 1).
+Implicit feedback (``implicit: true``): every row with weight > 0 (every row when there is no rating column) is an
+interaction with rating 1, or with its weight (play/click count) under ``weights: true``; rows with weight <= 0
+are dropped and counted.  Non-interactions are **not stored**: the task sampler draws negatives afresh every
+episode (``data.sampler_args.negatives``, default 4 per interaction, see ``data/negatives.py``).  ``rating_range``
+is (0, 1), or (0, the largest weight) with weights.  The old options ``negatives`` / ``negative_seed`` still work:
+``MetaDataModule`` moves them to the sampler with a deprecation warning.
+
+Published splits: a ``split`` column (``columns: {split: set}``) or one file per split (``split_files: {train:
+train.csv, "test/warm_up": a.csv, ...}``, read with the same format and columns; ids are coded over all files
+together).  A split is ``train``, ``val/<scenario>`` or ``test/<scenario>`` with any scenario name, optionally
+ending in ``/support`` or ``/query`` when the split also says which rows of its tasks adapt and which judge
+(``RatingData.part``; the sampler keeps them).  The protocol is then ``given`` (the splits as written, nothing
+re-split or filtered unless ``min_ratings`` / ``max_ratings`` are given); any other protocol is refused.
 
 Feature tables (``user_features`` / ``item_features``): ``{path, id, fields: {column: categorical|multi|dense},
 sep, multi_sep ("|"), header}``.  Categorical and multi-valued values are coded 1.. in sorted order (0 = unknown /
@@ -22,7 +32,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 import pandas as pd
@@ -103,26 +113,25 @@ def read_table(path: Path, fmt: str = "auto", sep: Optional[str] = None, header:
     return Table(path, frame, text, header)
 
 
-def sample_negatives(user: np.ndarray, item: np.ndarray, num_items: int, k: int, seed: int) -> tuple[np.ndarray,
-                                                                                                       np.ndarray]:
-    """``k`` items per positive row that its user never interacted with (uniform with replacement, seeded)."""
-    rng = np.random.default_rng(seed)
-    seen = np.unique(user * num_items + item)
-    full = np.bincount(seen // num_items) >= num_items
-    if full.any():
-        raise DataError(f"implicit feedback: user code {int(np.argmax(full))} interacted with every item; expected "
-                        "at least one unseen item per user to draw negatives from (set negatives: 0)")
-    neg_user = np.repeat(user, k)
-    neg_item = rng.integers(0, num_items, len(neg_user))
-    for _ in range(20):  # rejection sampling; almost every draw is done after a round or two
-        clash = np.isin(neg_user * num_items + neg_item, seen)
-        if not clash.any():
-            return neg_user, neg_item
-        neg_item[clash] = rng.integers(0, num_items, int(clash.sum()))
-    for row in np.flatnonzero(np.isin(neg_user * num_items + neg_item, seen)):  # users who saw nearly every item
-        unseen = np.setdiff1d(np.arange(num_items), seen[seen // num_items == neg_user[row]] % num_items)
-        neg_item[row] = rng.choice(unseen)
-    return neg_user, neg_item
+STAGES = ("train", "val", "test")
+PARTS = {"support": 1, "query": 2}
+LABEL_FORMAT = ("'train', 'val/<scenario>' or 'test/<scenario>' (e.g. test/user-cold), optionally ending in "
+                "/support or /query")
+
+
+def parse_label(label: str) -> tuple[str, str, int]:
+    """A split label as (stage, scenario, part): ``train`` -> (train, train, 0); ``test/warm_up`` -> (test, warm_up,
+    0); ``test/user-cold/support`` -> (test, user-cold, 1).  Anything else raises ``ValueError``."""
+    pieces = [p.strip() for p in str(label).strip().split("/")]
+    part = 0
+    if len(pieces) > 1 and pieces[-1] in PARTS:
+        part = PARTS[pieces.pop()]
+    stage, scenario = pieces[0], "/".join(pieces[1:])
+    if stage == "train" and not scenario:
+        scenario = "train"
+    if stage not in STAGES or not scenario or any(not p for p in pieces):
+        raise ValueError(f"{label!r} is not a split")
+    return stage, scenario, part
 
 
 class Interactions(FileDataset):
@@ -130,32 +139,72 @@ class Interactions(FileDataset):
 
     kind = "interactions"
 
-    def __init__(self, root: Optional[str] = None, path: str = "interactions.csv", format: str = "auto",
+    def __init__(self, root: Optional[str] = None, path: Optional[str] = None, format: str = "auto",
                  sep: Optional[str] = None, header: bool = True, columns: Optional[dict[str, Column]] = None,
-                 implicit: bool = False, negatives: int = 4, negative_seed: int = 0,
-                 rating_range: Optional[tuple[float, float]] = None, encoding: str = "utf-8",
-                 duplicates: str = "error", user_features: Optional[dict[str, Any]] = None,
+                 implicit: bool = False, weights: bool = False, negatives: Optional[int] = None,
+                 negative_seed: Optional[int] = None, rating_range: Optional[tuple[float, float]] = None,
+                 encoding: str = "utf-8", duplicates: str = "error", user_features: Optional[dict[str, Any]] = None,
                  item_features: Optional[dict[str, Any]] = None, id_features: bool = False,
-                 protocol: str = "user-cold",
+                 split_files: Optional[dict[str, str]] = None, protocol: Optional[str] = None,
                  cache_dir: Optional[str] = None, cache: bool = True, **protocol_options: Any) -> None:
-        super().__init__(root, protocol, cache_dir, cache, **protocol_options)
         columns = {"user": "user", "item": "item", **({} if implicit else {"rating": "rating"}), **(columns or {})}
-        unknown = sorted(set(columns) - {"user", "item", "rating", "time"})
+        labelled = bool(split_files) or columns.get("split") is not None
+        if protocol is None:
+            protocol = "given" if labelled else "user-cold"
+        elif labelled and protocol != "given":
+            raise DataError(f"interactions: {'split_files' if split_files else 'columns.split'} already split the "
+                            f"data, so protocol {protocol!r} would re-split it; expected protocol: given (or none)")
+        super().__init__(root, protocol, cache_dir, cache, **protocol_options)
+        unknown = sorted(set(columns) - {"user", "item", "rating", "time", "split"})
         if unknown:
             raise DataError(f"interactions: columns: unknown role(s) {', '.join(unknown)}; expected user, item, "
-                            "rating, time")
+                            "rating, time, split")
         if duplicates not in ("error", "last"):
             raise DataError(f"interactions: duplicates: expected 'error' or 'last', got {duplicates!r}")
-        if implicit and negatives < 0:
-            raise DataError(f"interactions: negatives must be >= 0, got {negatives}")
-        self.options = dict(path=path, format=format, sep=sep, header=header, columns=columns, implicit=implicit,
-                            negatives=negatives, negative_seed=negative_seed, encoding=encoding, duplicates=duplicates,
-                            rating_range=list(rating_range) if rating_range else None,
-                            user_features=user_features, item_features=item_features, id_features=id_features)
+        if negatives is not None and negatives < 0:
+            raise DataError(f"interactions: negatives must be >= 0, got {negatives}; expected a number of negatives per"
+                            " interaction (now data.sampler_args.negatives)")
+        if weights and not implicit:
+            raise DataError("interactions: weights: true needs implicit: true; expected explicit ratings to be read "
+                            "as they are")
+        if weights and columns.get("rating") is None:
+            raise DataError("interactions: weights: true needs a weight column (columns: {rating: <column>}); "
+                            "expected the play/click count column")
+        if split_files is not None:
+            if not isinstance(split_files, dict) or not split_files:
+                raise DataError(f"interactions: split_files: {split_files!r} is not a mapping of splits to files; "
+                                f"expected {{{LABEL_FORMAT.split(' or ')[0]}: train.csv, ...}}")
+            if path is not None:
+                raise DataError("interactions: both path and split_files given; expected one log (path) or one file"
+                                " per split (split_files)")
+            if columns.get("split") is not None:
+                raise DataError("interactions: both split_files and columns.split given; expected one way of saying "
+                                "the splits")
+            for label in split_files:
+                try:
+                    parse_label(label)
+                except ValueError:
+                    raise DataError(f"interactions: split_files: {label!r} is not a split; expected {LABEL_FORMAT}")\
+                        from None
+        # moved to the task sampler (negatives are drawn per episode, none stored); MetaDataModule moves them
+        self.sampler_options = {"negatives": negatives, "negative_seed": negative_seed}
+        self.options = dict(path=path if split_files is None else None, format=format, sep=sep, header=header,
+                            columns=columns, implicit=implicit, weights=weights, encoding=encoding,
+                            duplicates=duplicates, rating_range=list(rating_range) if rating_range else None,
+                            user_features=user_features, item_features=item_features, id_features=id_features,
+                            split_files=dict(split_files) if split_files else None)
+
+    def _logs(self) -> list[tuple[Optional[str], Path]]:
+        """(split label or ``None``, path) of every log file."""
+        o = self.options
+        if o["split_files"]:
+            return [(label, require(self.root, name, f"split file {label}"))
+                    for label, name in o["split_files"].items()]
+        return [(None, require(self.root, o["path"] or "interactions.csv", "interactions log"))]
 
     def files(self) -> list[Path]:
         o = self.options
-        out = [require(self.root, o["path"], "interactions log")]
+        out = [p for _, p in self._logs()]
         for side in ("user", "item"):
             spec = o[f"{side}_features"]
             if spec:
@@ -164,10 +213,9 @@ class Interactions(FileDataset):
                 out.append(require(self.root, spec["path"], f"{side} feature table"))
         return out
 
-    def read(self) -> tuple[RatingData, None]:
-        o = self.options
-        log = read_table(self.files()[0], o["format"], o["sep"], o["header"], o["encoding"])
-        cols = o["columns"]
+    def _read_log(self, log: Table, label: Optional[str]) -> dict[str, Any]:
+        """One log file's columns: raw ids, ratings, times and split labels per row."""
+        o, cols = self.options, self.options["columns"]
         # ids are read as strings with surrounding spaces removed (" 7" is the id "7"), as predict files are
         user_raw = np.char.strip(log.column(cols["user"], "user").to_numpy(str))
         item_raw = np.char.strip(log.column(cols["item"], "item").to_numpy(str))
@@ -193,19 +241,51 @@ class Interactions(FileDataset):
                     raise DataError(f"{log.where(row)}, column {cols['time']}: {raw.iloc[row]!r} is neither a number "
                                     "nor a date; expected a timestamp")
                 time = time / 1e9
-        lo, hi = o["rating_range"] or ((0.0, np.inf) if o["implicit"] else (rating.min(), rating.max()))
-        if not o["implicit"]:
+        if cols.get("split") is not None:
+            labels = np.char.strip(log.column(cols["split"], "split").to_numpy(str))
+            for value in pd.unique(labels):
+                try:
+                    parse_label(value)
+                except ValueError:
+                    row = int(np.argmax(labels == value))
+                    raise DataError(f"{log.where(row)}, column {cols['split']}: {str(value)!r} is not a split; "
+                                    f"expected {LABEL_FORMAT}") from None
+        else:
+            labels = np.full(len(user_raw), label if label is not None else "", dtype=object)
+        if o["rating_range"] and not o["implicit"]:
+            lo, hi = o["rating_range"]
             bad = (rating < lo) | (rating > hi)
             if bad.any():
                 row = int(np.argmax(bad))
                 raise DataError(f"{log.where(row)}, column {cols['rating']}: {rating[row]:g} is outside the rating "
                                 f"range [{lo:g}, {hi:g}]; expected ratings in that range")
+        return {"user": user_raw, "item": item_raw, "rating": rating, "time": time, "label": labels.astype(object)}
+
+    def read(self) -> tuple[RatingData, Optional[Tensor]]:
+        o = self.options
+        logs = [(read_table(p, o["format"], o["sep"], o["header"], o["encoding"]), label) for label, p in self._logs()]
+        parts = [self._read_log(log, label) for log, label in logs]
+        offsets = np.cumsum([0] + [len(p["user"]) for p in parts])
+
+        def where(row: int) -> str:  # a row of the concatenated logs, as file and line
+            k = int(np.searchsorted(offsets, row, side="right")) - 1
+            return logs[k][0].where(row - int(offsets[k]))
+
+        if len({p["time"] is None for p in parts}) > 1:
+            raise DataError("interactions: split files: some have a time column and some do not; expected the same "
+                            "columns in every file")
+        user_raw = np.concatenate([p["user"] for p in parts])
+        item_raw = np.concatenate([p["item"] for p in parts])
+        rating = np.concatenate([p["rating"] for p in parts])
+        label = np.concatenate([p["label"] for p in parts])
+        time = np.concatenate([p["time"] for p in parts]) if parts[0]["time"] is not None else None
+        lo, hi = (0.0, np.inf) if o["implicit"] else (o["rating_range"] or (rating.min(), rating.max()))
         pairs = pd.DataFrame({"u": user_raw, "i": item_raw})
         dup = pairs.duplicated(keep="last").to_numpy()
         if dup.any():
             if o["duplicates"] == "error":
                 row = int(np.argmax(pairs.duplicated(keep="first").to_numpy()))
-                raise DataError(f"{log.where(row)}: duplicate row for user {str(user_raw[row])!r}, item "
+                raise DataError(f"{where(row)}: duplicate row for user {str(user_raw[row])!r}, item "
                                 f"{str(item_raw[row])!r};"
                                 " expected one row per (user, item) pair (set duplicates: last to keep the last one)")
         keep = ~dup
@@ -214,37 +294,55 @@ class Interactions(FileDataset):
             dropped["rows with weight <= 0 (implicit)"] = int((keep & (rating <= 0)).sum())
             keep &= rating > 0
         if not keep.any():
-            raise DataError(f"{log.path}: no rows left after removing duplicates and non-positive weights")
-        user_raw, item_raw, rating = user_raw[keep], item_raw[keep], rating[keep]
+            raise DataError(f"{logs[0][0].path}: no rows left after removing duplicates and non-positive weights")
+        user_raw, item_raw, rating, label = user_raw[keep], item_raw[keep], rating[keep], label[keep]
         time = time[keep] if time is not None else None
         user_codes, user_ids = pd.factorize(user_raw, sort=True)
         item_codes, item_ids = pd.factorize(item_raw, sort=True)
-        rows = np.flatnonzero(keep)  # row positions in the file, for messages about feature tables
+        rows = np.flatnonzero(keep)  # row positions in the logs, for messages about feature tables
 
-        user_tables, user_schema = self._features("user", user_ids, user_raw, rows, log)
-        item_tables, item_schema = self._features("item", item_ids, item_raw, rows, log)
+        user_tables, user_schema = self._features("user", user_ids, user_raw, rows, where)
+        item_tables, item_schema = self._features("item", item_ids, item_raw, rows, where)
         user, item = user_codes.astype(np.int64), item_codes.astype(np.int64)
-        if o["implicit"]:
-            rating = np.ones(len(user), dtype=np.float64)
-            if o["negatives"]:
-                nu, ni = sample_negatives(user, item, len(item_ids), o["negatives"], o["negative_seed"])
-                user, item = np.concatenate([user, nu]), np.concatenate([item, ni])
-                rating = np.concatenate([rating, np.zeros(len(nu))])
-                if time is not None:
-                    time = np.concatenate([time, np.repeat(time, o["negatives"])])
-            lo, hi = 0.0, 1.0
+        if o["implicit"]:  # interactions only: the task sampler draws negatives afresh every episode
+            rating = rating if o["weights"] else np.ones(len(user), dtype=np.float64)
+            lo, hi = 0.0, float(max(1.0, rating.max()))
+        state, part = self._splits(label) if o["split_files"] or o["columns"].get("split") is not None else (None,
+                                                                                                              None)
         data = RatingData(
             user=torch.from_numpy(user), item=torch.from_numpy(item), rating=torch.from_numpy(rating.astype(np.float32)),
             time=torch.from_numpy(time) if time is not None else None, user_features=user_tables,
             item_features=item_tables, schema=user_schema + item_schema, splits={}, rating_range=(float(lo), float(hi)),
             user_ids=[str(u) for u in user_ids], item_ids=[str(i) for i in item_ids],
-            dropped={k: v for k, v in dropped.items() if v})
+            dropped={k: v for k, v in dropped.items() if v}, feedback="implicit" if o["implicit"] else "explicit",
+            part=part)
         if o["id_features"]:  # the ids themselves as categorical fields (1..n; 0 is left for unknown)
             data = with_id_features(data, ("user", "item"))
-        return data, None
+        return data, state
+
+    def _splits(self, labels: np.ndarray) -> tuple[Tensor, Tensor]:
+        """(state [N]: index into ``state_names`` = the rows' "stage/scenario", part [N] int8: 0, 1 support,
+        2 query) of the rows' split labels; sets ``self.state_names``."""
+        codes, uniques = pd.factorize(labels, sort=True)
+        parsed = [parse_label(u) for u in uniques]
+        names = sorted({f"{stage}/{scenario}" for stage, scenario, _ in parsed},
+                       key=lambda n: (STAGES.index(n.split("/", 1)[0]), n))
+        if not any(n.startswith("train/") for n in names):
+            raise DataError(f"interactions: the splits ({', '.join(map(str, uniques))}) have no training rows; "
+                            f"expected some rows labelled {LABEL_FORMAT.split(',')[0]}")
+        for name in names:
+            kinds = {p for stage, scenario, p in parsed if f"{stage}/{scenario}" == name}
+            if 0 in kinds and len(kinds) > 1 or kinds == {1} or kinds == {2}:
+                raise DataError(f"interactions: split {name}: rows marked /support or /query must be all of its "
+                                f"rows, with both parts; expected {name}/support and {name}/query only (or {name} "
+                                "alone)")
+        state_of = np.array([names.index(f"{stage}/{scenario}") for stage, scenario, _ in parsed], dtype=np.int64)
+        part_of = np.array([p for _, _, p in parsed], dtype=np.int8)
+        self.state_names = tuple(names)
+        return torch.from_numpy(state_of[codes]), torch.from_numpy(part_of[codes])
 
     def _features(self, side: str, ids: np.ndarray, raw: np.ndarray, rows: np.ndarray,
-                  log: Table) -> tuple[dict[str, Tensor], list[FeatureSpec]]:
+                  where: Callable[[int], str]) -> tuple[dict[str, Tensor], list[FeatureSpec]]:
         spec = self.options[f"{side}_features"]
         if not spec:
             return {}, []
@@ -264,7 +362,7 @@ class Interactions(FileDataset):
         if missing.any():
             raw_id = str(ids[int(np.argmax(missing))])
             row = rows[int(np.argmax(raw == raw_id))]
-            raise DataError(f"{log.where(int(row))}: {side} {raw_id!r} has no row in {table.path.name}; expected every"
+            raise DataError(f"{where(int(row))}: {side} {raw_id!r} has no row in {table.path.name}; expected every"
                             f" {side} of the log in its feature table")
         here = code >= 0
         tables, schema = {}, []

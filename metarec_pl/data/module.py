@@ -12,8 +12,9 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from metarec_pl import plugins
-from metarec_pl.data.candidates import CandidateCollator, check_pool_size, draw_pools
+from metarec_pl.data.candidates import CandidateCollator, CandidateSource, check_pool_size, touched_items
 from metarec_pl.data.resume import ResumableDataLoader
+from metarec_pl.predict_io import new_user_loader, read_new_users
 from metarec_pl.data.types import (DataError, FeatureSpec, RatingData, Task, TaskCollator, with_id_features,
                                    without_features)
 
@@ -192,15 +193,16 @@ class ScenarioBatchSampler(Sampler[list[int]]):
 
 
 class Episodes(Dataset):
-    """Training tasks whose support/query split is drawn anew every epoch (episodic training).
+    """Training tasks whose support/query split (``resplit``) and sampled negatives are drawn anew every epoch
+    (episodic training).
 
     Index ``(i, epoch)`` gives task ``i`` split by a generator seeded from (seed, epoch, i); epoch 0 keeps the
     split drawn at construction.  The epoch travels with the index (``ScenarioBatchSampler(with_epoch=True)``),
-    so worker processes, every DDP rank and a resumed fit draw the same splits.
+    so worker processes, every DDP rank and a resumed fit draw the same splits and negatives.
     """
 
-    def __init__(self, tasks: list[Task], sampler: Any, seed: int) -> None:
-        self.tasks, self.sampler, self.seed = tasks, sampler, seed
+    def __init__(self, tasks: list[Task], sampler: Any, seed: int, resplit: bool = True) -> None:
+        self.tasks, self.sampler, self.seed, self.resplit = tasks, sampler, seed, resplit
 
     def __len__(self) -> int:
         return len(self.tasks)
@@ -208,7 +210,7 @@ class Episodes(Dataset):
     def __getitem__(self, index: tuple[int, int]) -> Task:
         i, epoch = index
         task = self.tasks[i]
-        return task if epoch == 0 else self.sampler.episode(task, hash((self.seed, epoch, i)))
+        return task if epoch == 0 else self.sampler.episode(task, hash((self.seed, epoch, i)), resplit=self.resplit)
 
 
 class MetaDataModule(L.LightningDataModule):
@@ -224,8 +226,12 @@ class MetaDataModule(L.LightningDataModule):
         eval_tasks_per_batch: tasks per batch at validation/test/predict (default: ``tasks_per_batch``).
         num_workers: DataLoader worker processes.
         seed: seed of the support/query splits.
-        candidates: at test time, append to each user's query set this many items the user never rated
-            (or ``"all"`` of them) for the top-k metrics; ``None``: none (see ``data/candidates.py``).
+        candidates: at validation and test, append to each user's query set this many items the user never
+            touched (or ``"all"`` of them), the ``pool`` ranking of the top-k metrics; ``None``: none (see
+            ``data/candidates.py``).
+        full_catalogue: at validation and test, append every item of the task's scenario the user never touched
+            (the ``full`` ranking: the full catalogue minus training, support and query items), beside the
+            ``candidates`` pool when that is given too.
         predict_file: CSV/JSON of new users' ratings; ``metarec predict`` then recommends for them from the whole
             catalogue (see ``metarec_pl/predict_io.py``); ``None``: predict ranks the test tasks' query items.
         id_features: add the ids of these sides (``["item"]``, ``["user", "item"]``) as categorical fields, so
@@ -246,13 +252,16 @@ class MetaDataModule(L.LightningDataModule):
                  eval_tasks_per_batch: Optional[int] = None, num_workers: int = 0, seed: int = 0,
                  candidates: Optional[Union[int, str]] = None, predict_file: Optional[str] = None,
                  id_features: Sequence[str] = (), resample_splits: bool = True,
-                 drop_features: Sequence[str] = (), test_scenarios: Optional[Sequence[str]] = None) -> None:
+                 drop_features: Sequence[str] = (), test_scenarios: Optional[Sequence[str]] = None,
+                 full_catalogue: bool = False) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.test_scenarios = test_scenarios
         self.predict_users: Optional[list] = None  # the NewUsers read from predict_file, by task key
         if candidates is not None:
             check_pool_size(candidates)
+        if not isinstance(full_catalogue, bool):
+            raise DataError(f"data.full_catalogue: {full_catalogue!r} is not a boolean; expected true or false")
         if isinstance(id_features, str) or not set(id_features) <= {"user", "item"}:
             raise DataError(f"data.id_features: {id_features!r} is not a list of sides; expected a list of "
                             "'user' and/or 'item'")
@@ -265,13 +274,33 @@ class MetaDataModule(L.LightningDataModule):
         dataset_cls, sampler_cls = plugins.get_dataset(dataset), plugins.get_task_sampler(sampler)
         self.dataset = construct(dataset_cls, dataset_args, "data.dataset_args", root=root)
         self.sampler = construct(sampler_cls, sampler_args, "data.sampler_args")
+        self._move_sampler_options(dataset, sampler_args or {})
         needed = getattr(self.dataset, "sampler_order", None)  # e.g. protocol temporal: support before query
         if needed is not None and getattr(self.sampler, "order", needed) != needed:
             raise DataError(f"data set '{dataset}': its protocol needs sampler_args.order: {needed}, "
                             f"got {getattr(self.sampler, 'order', None)!r}")
         self._data: Optional[RatingData] = None
         self.tasks: dict[str, dict[str, list[Task]]] = {}
-        self._pools: dict[str, CandidateCollator] = {}  # stage -> collator with its candidate pools, drawn once
+        self._pools: dict[str, CandidateCollator] = {}  # stage -> collator with its candidates' sources
+
+    def _move_sampler_options(self, dataset: str, sampler_args: dict[str, Any]) -> None:
+        """Deprecated data set options that belong to the sampler now (``interactions``' ``negatives``,
+        ``negative_seed``: negatives are drawn per episode, no longer stored): moved to the sampler with a warning;
+        given in both places with different values, one line."""
+        moved = getattr(self.dataset, "sampler_options", None) or {}
+        for key, value in moved.items():
+            if value is None:
+                continue
+            if key in sampler_args and sampler_args[key] != value:
+                raise DataError(f"data.dataset_args.{key}: {value!r} contradicts data.sampler_args.{key}: "
+                                f"{sampler_args[key]!r}; expected it only in data.sampler_args")
+            if not hasattr(self.sampler, key):
+                raise DataError(f"data.dataset_args.{key}: sampler {self.hparams.sampler!r} draws no negatives; "
+                                f"expected no {key} option")
+            setattr(self.sampler, key, value)
+            report_log.warning("metarec: data.dataset_args.%s of %s is deprecated (negatives are drawn afresh by "
+                               "the task sampler every episode, none stored); moved to data.sampler_args.%s: %s",
+                               key, dataset, key, value)
 
     @property
     def data(self) -> RatingData:
@@ -306,15 +335,41 @@ class MetaDataModule(L.LightningDataModule):
         return self.data.rating[torch.cat(list(self.data.splits["train"].values()))]
 
     @property
+    def feedback(self) -> str:
+        """``"explicit"`` (ratings) or ``"implicit"`` (interactions only; negatives are sampled per episode)."""
+        return self.data.feedback
+
+    @property
+    def num_negatives(self) -> int:
+        """Sampled negatives per support/query row (``sampler_args.negatives``; default 4 implicit, 0 explicit)."""
+        count = getattr(self.sampler, "num_negatives", None)
+        return int(count(self.data)) if count is not None else 0
+
+    @property
+    def like_threshold(self) -> float:
+        """The target at or above which a sample is a "like" (a positive of the rankings).  Implicit: every
+        interaction and no negative (0): 0.5, or half the smallest interaction weight when that is below 1.
+        Explicit: ``lo + 0.75 (hi - lo)`` of the rating range (4 on 1..5 stars)."""
+        if self.feedback == "implicit":
+            return 0.5 * min(1.0, float(self._train_ratings().min()))
+        lo, hi = self.data.rating_range
+        return float(lo + 0.75 * (hi - lo))
+
+    @property
     def rating_mean(self) -> float:
-        """Mean rating of the training rows (the model's starting output)."""
-        return float(self._train_ratings().mean())
+        """Mean target of the training samples (the model's starting output): the training ratings, with the
+        sampled negatives (0) counted in when the sampler draws any (implicit data: 1 / (1 + negatives))."""
+        ratings = self._train_ratings()
+        return float(ratings.sum() / (len(ratings) * (1 + self.num_negatives)))
 
     @property
     def rating_levels(self) -> Optional[list[float]]:
-        """The distinct training ratings when they form a discrete scale (at most ``MAX_RATING_LEVELS`` values, e.g.
-        1..5 stars), else ``None``; the metrics round predictions to them for ``mae_rounded``."""
+        """The distinct training targets when they form a discrete scale (at most ``MAX_RATING_LEVELS`` values, e.g.
+        1..5 stars; 0 and 1 for unweighted implicit data with negatives), else ``None``; the metrics round
+        predictions to them for ``mae_rounded``."""
         levels = torch.unique(self._train_ratings())
+        if self.num_negatives:
+            levels = torch.unique(torch.cat([levels, torch.zeros(1, dtype=levels.dtype)]))
         return [float(x) for x in levels] if 2 <= len(levels) <= MAX_RATING_LEVELS else None
 
     @property
@@ -350,24 +405,34 @@ class MetaDataModule(L.LightningDataModule):
             scenarios = {k: v for k, v in scenarios.items() if k in self.test_scenarios}
         tasks = [t for scenario_tasks in scenarios.values() for t in scenario_tasks]
         gen = torch.Generator().manual_seed(self.hparams.seed)
-        episodic = stage == "train" and self.hparams.resample_splits
+        negatives = any(t.negatives_from is not None for t in tasks)
+        episodic = stage == "train" and (self.hparams.resample_splits or negatives)
         sampler = ScenarioBatchSampler(tasks, batch, shuffle, gen, with_epoch=episodic)
-        collate = self._candidate_collator(stage) if stage == "test" and self.hparams.candidates else None
-        dataset = Episodes(tasks, self.sampler, self.hparams.seed) if episodic else tasks
-        return ResumableDataLoader(dataset, batch_sampler=sampler, collate_fn=collate or TaskCollator(self.data),
-                          num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0)
+        ranked = stage in ("val", "test") and (self.hparams.candidates or self.hparams.full_catalogue)
+        collate = self._candidate_collator(stage) if ranked else None
+        dataset = (Episodes(tasks, self.sampler, self.hparams.seed, resplit=self.hparams.resample_splits)
+                   if episodic else tasks)
+        group_by = getattr(self.sampler, "group_by", "user")
+        return ResumableDataLoader(dataset, batch_sampler=sampler,
+                                   collate_fn=collate or TaskCollator(self.data, group_by=group_by),
+                                   num_workers=self.hparams.num_workers,
+                                   persistent_workers=self.hparams.num_workers > 0)
 
     def _candidate_collator(self, stage: str) -> CandidateCollator:
-        """Candidate pools of every user-as-task of ``stage``, drawn once per scenario (seeded)."""
+        """The candidates of every user-as-task of ``stage`` (``candidates`` pool and/or ``full_catalogue``): one
+        source per scenario, built once; pools seeded per (seed, scenario, user)."""
+        option = "data.candidates" if self.hparams.candidates else "data.full_catalogue"
         if self.sampler.group_by != "user":
-            raise DataError(f"data.candidates: top-k candidate pools need user-as-task tasks, but sampler "
+            raise DataError(f"{option}: top-k candidate pools need user-as-task tasks, but sampler "
                             f"{self.hparams.sampler!r} groups by {self.sampler.group_by}")
         if stage not in self._pools:
-            splits = self.data.splits[stage]
-            pools = {scenario: draw_pools(self.data, tasks, splits[scenario], self.hparams.candidates,
-                                          seed=self.hparams.seed + 7919 + i)
-                     for i, (scenario, tasks) in enumerate(self.stage_tasks(stage).items())}
-            self._pools[stage] = CandidateCollator(self.data, pools)
+            splits = self.data.splits.get(stage, {})
+            touched = touched_items(self.data)
+            sources = {scenario: CandidateSource(torch.unique(self.data.item[rows]), touched,
+                                                 self.hparams.candidates, bool(self.hparams.full_catalogue),
+                                                 seed=self.hparams.seed + 7919 + i)
+                       for i, (scenario, rows) in enumerate(splits.items())}
+            self._pools[stage] = CandidateCollator(self.data, sources=sources)
         return self._pools[stage]
 
     def _eval_batch(self) -> int:
@@ -384,8 +449,6 @@ class MetaDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         if self.hparams.predict_file:
-            from metarec_pl.predict_io import new_user_loader, read_new_users
-
             self.predict_users = read_new_users(self.hparams.predict_file, profile_fields=[
                 f.name for f in self.data.schema if f.side == "user" and not f.is_id])
             return new_user_loader(self.data, self.predict_users, self._eval_batch())

@@ -18,6 +18,9 @@ inside each task is the task sampler's job (``data.sampler_args``).
 * ``item-cold``: items ordered by ``by`` (``count``: fewest ratings first, ``time``: latest first appearance
   first, ``random``); the coldest ``test_fraction`` are test items, the next ``val_fraction`` val items; no
   rating of either is ever in training.
+* ``given``: the splits a data set's files state (``interactions``' ``split_files`` or ``columns.split``): each
+  label ``stage/scenario`` becomes ``splits[stage][scenario]`` as written; ``min_ratings`` / ``max_ratings``
+  (default none) filter users per split only when given.
 * ``temporal``: users split as in ``user-cold`` and each task's support = the user's earliest ratings, query = the
   latest (preference drift); needs timestamps and ``sampler_args.order: time``.
 """
@@ -193,6 +196,19 @@ def melu(rows: Rows, seed: int = 0, val_fraction: float = 0.1, warm_test_fractio
     return splits
 
 
+def given(rows: Rows, seed: int = 0, min_ratings: Optional[int] = None, max_ratings: Optional[int] = None) -> Splits:
+    """The splits the files state: ``rows.state_names[k]`` = ``"stage/scenario"`` of the rows with state ``k``."""
+    if rows.state is None or not rows.state_names or not all("/" in n for n in rows.state_names):
+        raise DataError(f"{rows.name}: protocol 'given' needs split labels (interactions: split_files or "
+                        "columns.split); expected a data set whose files state the splits")
+    splits: Splits = {}
+    for k, label in enumerate(rows.state_names):
+        stage, scenario = label.split("/", 1)
+        splits.setdefault(stage, {})[scenario] = _keep_users(rows, _rows(rows.state == k), min_ratings, max_ratings,
+                                                             label)
+    return splits
+
+
 @dataclass(frozen=True)
 class Protocol:
     name: str
@@ -207,7 +223,7 @@ class Protocol:
 
 PROTOCOLS = {p.name: p for p in (
     Protocol("melu", 1, melu), Protocol("user-cold", 1, user_cold), Protocol("item-cold", 1, item_cold),
-    Protocol("temporal", 1, temporal, sampler_order="time"),
+    Protocol("temporal", 1, temporal, sampler_order="time"), Protocol("given", 1, given),
 )}
 
 

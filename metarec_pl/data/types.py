@@ -89,6 +89,12 @@ class RatingData:
     # what reading dropped before any split: reason -> number of rows (e.g. {"duplicate rows": 3}), for the
     # one-line report of each load (``MetaDataModule``)
     dropped: dict[str, int] = field(default_factory=dict)
+    # "explicit" (ratings) or "implicit" (every row is an interaction: rating 1, or its weight; non-interactions
+    # are never stored, the task sampler draws them afresh as negatives, see data/negatives.py)
+    feedback: Literal["explicit", "implicit"] = "explicit"
+    # [N] int8 or None: which rows a published split puts in the support (1) or the query (2) of their task
+    # (0: not said); the task sampler then keeps that split (``split_files`` / ``columns.split`` of interactions)
+    part: Optional[Tensor] = None
     _codes: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def raw_ids(self, side: Literal["user", "item"]) -> list[str]:
@@ -166,6 +172,13 @@ class Task:
     query: Tensor  # row indices
     scenario: str = "default"  # e.g. "user-cold"; a batch never mixes scenarios
     pool: Optional[Tensor] = None  # every row of the group, when the sampler may draw another split of it
+    # ids of the other side (items of a user task, users of an item task) the task's key never interacted with,
+    # sampled as negatives (target 0, mask 1) of the support and of the query; ``None``: none
+    support_negatives: Optional[Tensor] = None
+    query_negatives: Optional[Tensor] = None
+    # where the sampler draws this task's negatives from (a ``data.negatives.NegativeSource``, shared by the tasks of
+    # a scenario), so an episode can draw new ones; ``None``: the task has no negatives
+    negatives_from: Any = None
 
 
 @dataclass
@@ -214,21 +227,45 @@ def _pad_rows(groups: list[Tensor]) -> tuple[Tensor, Tensor]:
 
 @dataclass
 class TaskCollator:
-    """Pads tasks of unequal sizes into one ``TaskBatch`` (row 0 fills the padding; the mask removes it)."""
+    """Pads tasks of unequal sizes into one ``TaskBatch`` (row 0 fills the padding; the mask removes it).
+
+    A task's sampled negatives (``Task.support_negatives`` / ``query_negatives``: ids of the side opposite
+    ``group_by``) follow its rows as samples with rating 0 and mask 1, their features gathered by id (the negative
+    item's features and the task user's own), so every algorithm and loss sees them."""
 
     data: RatingData
+    group_by: Literal["user", "item"] = "user"
 
-    def samples(self, groups: list[Tensor]) -> Samples:
-        rows, mask = _pad_rows(groups)
-        user, item = self.data.user[rows], self.data.item[rows]
-        return Samples(self.data.features(user, item), self.data.rating[rows] * mask, mask, user, item)
+    def samples(self, groups: list[Tensor], negatives: Optional[list[Optional[Tensor]]] = None,
+                keys: Optional[Sequence[int]] = None) -> Samples:
+        """[tasks, width] samples: each task's rows (``groups``), then its ``negatives`` (paired with ``keys``)."""
+        if negatives is None or all(n is None or len(n) == 0 for n in negatives):
+            rows, mask = _pad_rows(groups)
+            user, item = self.data.user[rows], self.data.item[rows]
+            return Samples(self.data.features(user, item), self.data.rating[rows] * mask, mask, user, item)
+        assert keys is not None
+        width = max(1, max(len(g) + (0 if n is None else len(n)) for g, n in zip(groups, negatives)))
+        user = torch.zeros(len(groups), width, dtype=torch.long)
+        item = torch.zeros(len(groups), width, dtype=torch.long)
+        rating = torch.zeros(len(groups), width, dtype=self.data.rating.dtype)
+        mask = torch.zeros(len(groups), width)
+        user[:] = self.data.user[0]
+        item[:] = self.data.item[0]
+        for i, (g, n, key) in enumerate(zip(groups, negatives, keys)):
+            k = len(g)
+            user[i, :k], item[i, :k], rating[i, :k] = self.data.user[g], self.data.item[g], self.data.rating[g]
+            if n is not None and len(n):
+                own, other = (user, item) if self.group_by == "user" else (item, user)
+                own[i, k:k + len(n)], other[i, k:k + len(n)] = key, n
+                k += len(n)
+            mask[i, :k] = 1.0
+        return Samples(self.data.features(user, item), rating, mask, user, item)
 
     def __call__(self, tasks: list[Task]) -> TaskBatch:
+        keys = [t.key for t in tasks]
         return TaskBatch(
-            support=self.samples([t.support for t in tasks]),
-            query=self.samples([t.query for t in tasks]),
-            key=torch.tensor([t.key for t in tasks], dtype=torch.long),
+            support=self.samples([t.support for t in tasks], [t.support_negatives for t in tasks], keys),
+            query=self.samples([t.query for t in tasks], [t.query_negatives for t in tasks], keys),
+            key=torch.tensor(keys, dtype=torch.long),
             scenario=tasks[0].scenario,
         )
-
-
