@@ -22,8 +22,10 @@ from metarec_pl.plugins import (
 )
 
 if TYPE_CHECKING:
-    from metarec_pl.algorithms.base import AdaptResult, Algorithm
-    from metarec_pl.bilevel import MetaLearner, masked_mse
+    from metarec_pl.algorithms.base import Algorithm, GradientAlgorithm, MetaAlgorithm
+    from metarec_pl.bilevel import MetaLearner
+    from metarec_pl.losses import masked_mse
+    from metarec_pl.results import AdaptResult
     from metarec_pl.data.base import RatingDataset, TaskSampler
     from metarec_pl.data.types import FeatureSpec, RatingData, Samples, Task, TaskBatch
     from metarec_pl.models.base import RatingModel
@@ -32,18 +34,20 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 _LAZY = {  # public name -> module that defines it (imported on first access)
-    "AdaptResult": "metarec_pl.algorithms.base", "Algorithm": "metarec_pl.algorithms.base",
+    "AdaptResult": "metarec_pl.results", "Algorithm": "metarec_pl.algorithms.base",
+    "GradientAlgorithm": "metarec_pl.algorithms.base", "MetaAlgorithm": "metarec_pl.algorithms.base",
     "encoder_dim": "metarec_pl.models.pairs", "RatingModel": "metarec_pl.models.base",
     "RatingDataset": "metarec_pl.data.base", "TaskSampler": "metarec_pl.data.base",
     "FeatureSpec": "metarec_pl.data.types", "RatingData": "metarec_pl.data.types", "Samples": "metarec_pl.data.types",
     "Task": "metarec_pl.data.types", "TaskBatch": "metarec_pl.data.types",
-    "MetaLearner": "metarec_pl.bilevel", "masked_mse": "metarec_pl.bilevel",
+    "MetaLearner": "metarec_pl.bilevel", "masked_mse": "metarec_pl.losses",
 }
 
 __all__ = [
     "__version__", "hookimpl", "hookspec", "get_algorithm", "get_dataset", "get_model", "get_task_sampler",
     "register_plugin", "registrations", "unregister_plugin",
-    "AdaptResult", "Algorithm", "FeatureSpec", "MetaLearner", "RatingData", "RatingDataset", "RatingModel",
+    "AdaptResult", "Algorithm", "FeatureSpec", "GradientAlgorithm", "MetaAlgorithm", "MetaLearner", "RatingData",
+    "RatingDataset", "RatingModel",
     "Samples", "Task", "TaskBatch", "TaskSampler", "encoder_dim", "masked_mse",
 ]
 

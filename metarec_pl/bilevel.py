@@ -1,11 +1,7 @@
-"""The bilevel loop: inner adaptation of every task at once, and the LightningModule around it.
+"""The LightningModule around the bilevel loop.
 
-Inner loop (``adapt``): for each task, fast weights start at the shared initial weights and take
-``steps`` gradient steps on the task's support loss; tasks run together (stacked fast weights, one
-``torch.autograd.grad`` for all of them, ``vmap`` + ``functional_call`` so the model stays a plain
-``nn.Module``).  Padded samples are removed by masks, so tasks with different support sizes are exact.
-The speed and precision helpers it calls (task grouping, checkpointed chunks, batched MLP head, fp16 inner loss
-scaling) live in ``inner_tools.py``.
+Inner loop: ``metarec_pl.inner`` (its definition is ``metarec_pl/inner/reference.py``; ``inner/planner.py`` picks
+the fast path that serves a meta-batch, ``MetaLearner(inner_path=...)`` caps it).  ``adapt`` is re-exported here.
 
 Outer loop (``MetaLearner.training_step``): the algorithm's ``outer_loss`` over the adapted query losses,
 returned to Lightning's automatic optimisation, so precision plugins, gradient clipping, accumulation and
@@ -16,7 +12,7 @@ autograd graph and the one outer backward differentiates through them.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from typing import Any, Callable, Iterable, Optional, Union
 
 import lightning as L
@@ -24,162 +20,17 @@ import torch
 from lightning.pytorch.cli import OptimizerCallable
 from lightning_utilities.core.apply_func import apply_to_collection
 from torch import Tensor, nn
-from torch.func import functional_call, vmap
 
 from metarec_pl import divergence, provenance
-from metarec_pl.algorithms.base import AdaptResult, Algorithm
-from metarec_pl.losses import BUILTIN_LOSSES, Loss, masked_mse  # noqa: F401  (masked_mse: re-exported)
+from metarec_pl.algorithms.base import INNER_LOOP_OPTIONS, MetaAlgorithm, refuse_inner_options
 from metarec_pl.data.types import FeatureSpec, TaskBatch
 from metarec_pl.errors import ConfigError, check_keywords
-from metarec_pl.inner_tools import (KernelFirstLayer, adapt_checkpointed, cat_tasks, has_written_out_backward,
-                                    inner_loss_scale, is_linear_stack, linear_stack, linear_stack_backward,
-                                    select_tasks, task_groups, unscale)
+from metarec_pl.inner import adapt  # noqa: F401  (re-exported: the inner loop)
+from metarec_pl.inner.planner import check_path
+from metarec_pl.losses import BUILTIN_LOSSES, Loss, masked_mse  # noqa: F401  (masked_mse: re-exported)
 from metarec_pl.metrics import RatingMetrics
 from metarec_pl.models.base import RatingModel
-
-
-def adapt(model: nn.Module, algorithm: Algorithm, batch: TaskBatch, steps: int, create_graph: bool,
-          chunk_size: Optional[int] = None) -> AdaptResult:
-    """Adapt ``model`` to every task of ``batch`` with ``steps`` inner steps; return per-task query results.
-
-    ``create_graph=False`` treats inner gradients as constants (first order; also used at evaluation).
-    Tasks are grouped by support size so that each group is padded only to its own longest support set
-    (``task_groups``).  ``chunk_size`` caps the tasks adapted at once; while gradients are tracked each chunk
-    is checkpointed (its inner loop is recomputed in the backward pass), so peak memory follows the chunk, not
-    the batch, for about one more forward pass of compute.
-    """
-    groups = task_groups(batch.support.mask, chunk_size)
-    if len(groups) == 1:
-        return _adapt_tasks(model, algorithm, batch, steps, create_graph)
-    checkpointed = chunk_size is not None and torch.is_grad_enabled()
-    parts = []
-    for idx in groups:
-        part = select_tasks(batch, idx)
-        if checkpointed:
-            parts.append(adapt_checkpointed(_adapt_tasks, model, algorithm, part, steps, create_graph))
-        else:
-            parts.append(_adapt_tasks(model, algorithm, part, steps, create_graph))
-    inverse = torch.argsort(torch.cat(groups))
-    return AdaptResult(**{f.name: cat_tasks([getattr(p, f.name) for p in parts], inverse)
-                          for f in fields(AdaptResult)})
-
-
-def _adapt_tasks(model: nn.Module, algorithm: Algorithm, batch: TaskBatch, steps: int,
-                 create_graph: bool) -> AdaptResult:
-    """The vectorised inner loop over the tasks of ``batch``.
-
-    Fast weights are stacked per task (``[tasks, *shape]``, starting as views of the shared weights); one
-    ``torch.autograd.grad`` of the summed support losses gives every task's gradient at once, since tasks share
-    no computation.  An ``nn.Sequential`` of ``nn.Linear`` layers and parameter-free modules (the MLP head of
-    the built-in models) runs as batched matrix products; any other network runs under ``vmap``.
-    When only ``head.*`` parameters adapt, the encoder runs once per task instead of once per step; with no
-    inner steps (``none``, evaluation with ``eval_inner_steps: 0``) the network runs once on the whole batch.
-    A Linear/ReLU head gets its inner gradients from ``linear_stack_backward`` (written out, so the outer pass
-    has no double backward), and, under plain SGD in training, its first layer in kernel form (``KernelFirstLayer``).
-    """
-    s, q = batch.support, batch.query
-    loss = algorithm.loss
-    if steps == 0 and not algorithm.needs_fast_weights:  # nothing adapts: the shared weights serve every task
-        pred = model(q.features)
-        out = {"query_pred": pred, "query_loss": loss(pred, q.rating, q.mask)}
-        if algorithm.needs_support_loss:
-            out["support_loss"] = loss(model(s.features), s.rating, s.mask)
-        return AdaptResult(**out)
-    params = dict(model.named_parameters())
-    fixed = {**{n: p for n, p in params.items() if n not in algorithm.adapted_names}, **dict(model.named_buffers())}
-    tasks = len(batch)
-    head_only = isinstance(model, RatingModel) and all(n.startswith("head.") for n in algorithm.adapted_names)
-    if head_only:  # encoder outputs are constants of the inner loop: compute them once
-        net: nn.Module = model.head
-        fixed = {n[5:]: p for n, p in fixed.items() if n.startswith("head.")}
-        x_support, x_query = model.encoder(batch.support.features), model.encoder(batch.query.features)
-    else:
-        net = model
-        x_support, x_query = batch.support.features, batch.query.features
-    strip = 5 if head_only else 0
-    stacked = head_only and is_linear_stack(net)
-    # inner gradients as plain ops (the loss's written-out derivative through the layers): no double backward
-    written_out = stacked and has_written_out_backward(net) and loss.has_grad
-    tracked = torch.is_grad_enabled()
-    kernel = None
-    # kernel form only while training: without a graph the per-task weights cost no backward, and a large query
-    # (a whole catalogue in ``recommend``) makes the kernel products dearer than the copies (docs/cli.md, Latency)
-    if tracked and written_out and KernelFirstLayer.fits(net, algorithm, [n[strip:] for n in algorithm.adapted_names]):
-        kernel = KernelFirstLayer(net, dict(net.named_parameters()), x_support, create_graph)
-        x_support, x_query = kernel.inputs(x_support), kernel.inputs(x_query)  # (output at W_0, kernel)
-    state = f"head.{KernelFirstLayer.state}"
-    start = 0 if kernel is None else 1  # the kernel form computes the first layer's output itself
-
-    def predict(fast: dict[str, Tensor], x: Any, tape: Optional[list[Tensor]] = None) -> Tensor:
-        weights = {n[strip:]: w for n, w in fast.items()}
-        if kernel is not None:
-            x = kernel.output(x, weights.pop(KernelFirstLayer.state))
-        if stacked:
-            out = linear_stack(net, {**fixed, **weights}, x, start, tape)
-        else:
-            call = lambda w, xi: functional_call(net, {**fixed, **w}, (xi,))  # noqa: E731
-            out = vmap(call, randomness="different")(weights, x)
-        return model.decode(out) if head_only else out
-
-    def written_out_grads(fast: dict[str, Tensor]) -> tuple[list[Tensor], Optional[Tensor]]:
-        """Support-loss gradients of the fast weights (for Z: of the first layer's output), by
-        ``linear_stack_backward``, and the fp16 loss scales (``None`` without fp16)."""
-        tape: list[Tensor] = []
-        pred = predict(fast, x_support, tape=tape)
-        d_pred = loss.grad(pred, s.rating, s.mask, step_sign)
-        scale = inner_loss_scale(d_pred) if fp16 else None  # (fp16: step_sign is 1)
-        d_pred = d_pred if scale is None else d_pred * scale[:, None]  # powers of two: exact
-        weights = {**fixed, **{n[strip:]: w for n, w in fast.items()}}
-        d_input, grads = linear_stack_backward(net, weights, tape, d_pred.unsqueeze(-1).to(pred.dtype), wanted, start)
-        return [d_input if n == state else grads[n[strip:]] for n in fast], scale
-
-    device = s.mask.device.type
-    fp16 = torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.float16
-    fast = {n: params[n].expand(tasks, *params[n].shape) for n in algorithm.adapted_names
-            if kernel is None or n[strip:] not in kernel.names}
-    if kernel is not None:
-        fast[state] = kernel.start()
-    broadcasts = getattr(algorithm.inner_update, "broadcasts_over_tasks", False)
-    update = algorithm.inner_update if broadcasts else vmap(algorithm.inner_update)
-    step_sign = 1.0  # the written-out gradients are of step_sign·loss
-    if written_out:
-        wanted = {"input" if n == state else n[strip:] for n in fast}
-        if algorithm.plain_sgd and not fp16:  # gradients of -lr·loss, so the step is a plain sum: the outer
-            step_sign = -algorithm.inner_lr  # backward multiplies no step's gradient by -lr (fp16 keeps the
-            update = _add_steps  # unscaled gradient range its loss scaling is made for)
-    for _ in range(steps):
-        if written_out:
-            with torch.set_grad_enabled(create_graph and tracked):
-                grads, scale = written_out_grads(fast)
-        else:
-            with torch.enable_grad():
-                leaves = {n: w if tracked and w.requires_grad else w.detach().requires_grad_() for n, w in fast.items()}
-                pred = predict(leaves, x_support)
-                losses = loss(pred, s.rating, s.mask)
-                scale = inner_loss_scale(loss.grad(pred, s.rating, s.mask)) if fp16 and loss.has_grad else None
-                total = (losses if scale is None else losses * scale).sum()
-                grads = torch.autograd.grad(total, list(leaves.values()), create_graph=create_graph and tracked)
-        if scale is not None:
-            grads = unscale(grads, scale)
-        grads = dict(zip(fast, grads if create_graph else [g.detach() for g in grads]))
-        fast = update(fast, grads)
-    query_fast = fast if algorithm.query_through_fast_weights else {n: w.detach() for n, w in fast.items()}
-    pred = predict(query_fast, x_query)
-    out = {"query_pred": pred, "query_loss": loss(pred, q.rating, q.mask)}
-    if algorithm.needs_support_loss:
-        out["support_loss"] = loss(predict(fast, x_support), s.rating, s.mask)
-    if algorithm.needs_fast_weights:
-        z = fast.pop(state, None)
-        out["fast_weights"] = fast if z is None else {**fast, **{f"head.{n}": w for n, w in kernel.weights(z).items()}}
-    return AdaptResult(**out)
-
-
-def _add_steps(fast: dict[str, Tensor], steps: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Plain SGD when the written-out gradients already carry the factor -lr: ``w + step``."""
-    return {n: w + steps[n] for n, w in fast.items()}
-
-
-INNER_LOOP_OPTIONS = ("inner_steps", "inner_lr", "first_order", "adapt", "eval_inner_steps")  # MetaLearner's own
+from metarec_pl.results import AdaptResult
 
 
 def _check_sizes(ndcg_k: Iterable[int], top_k: Iterable[int], vmap_chunk_size: Optional[int],
@@ -226,8 +77,10 @@ class MetaLearner(L.LightningModule):
     Args:
         algorithm: registered algorithm name (``metarec plugins`` lists them).
         network: registered model name.
-        inner_steps / inner_lr / first_order / adapt / eval_inner_steps: inner-loop options, see ``Algorithm``
-            (``None``: the algorithm's default, 5 steps of lr 0.01 unless it is a preset such as ``melu``).
+        inner_steps / inner_lr / first_order / adapt / eval_inner_steps: inner-loop options, see
+            ``GradientAlgorithm`` (``None``: the algorithm's default, 5 steps of lr 0.01 unless it is a preset such
+            as ``melu``); an algorithm without inner loop (``MetaAlgorithm``: protonet, matchingnet, the
+            baselines) refuses them (``ConfigError``).
         algorithm_args / network_args: further keyword arguments of the chosen classes.
         optimizer: the outer optimiser.
         ndcg_k: cut-offs of nDCG on each query set.
@@ -247,6 +100,9 @@ class MetaLearner(L.LightningModule):
             this run, kept in hparams/checkpoints/configs so a missing plugin is named on load (``provenance``).
         on_divergence: ``raise`` (stop with an error naming step, task and algorithm) or ``skip`` (drop tasks whose
             inner loop gives NaN/inf, count them in ``<stage>/skipped_tasks``); see ``metarec_pl.divergence``.
+        inner_path: the fastest inner-loop path allowed (``metarec_pl.inner.planner``): ``auto`` (the fastest
+            that fits), ``kernel``, ``written-out``, ``autograd`` or ``reference`` (the definition itself, no
+            shortcut: a check of a new network or algorithm); every path gives the same values.
     """
 
     def __init__(
@@ -273,6 +129,7 @@ class MetaLearner(L.LightningModule):
         plugin_distributions: Optional[dict[str, str]] = None,
         on_divergence: str = "raise",
         loss: str = "mse",
+        inner_path: str = "auto",
     ) -> None:
         super().__init__()
         if on_divergence not in divergence.POLICIES:
@@ -283,6 +140,7 @@ class MetaLearner(L.LightningModule):
                               "data.schema to model.schema)")
         _check_sizes(ndcg_k=ndcg_k, top_k=top_k, vmap_chunk_size=vmap_chunk_size, inner_steps=inner_steps,
                      eval_inner_steps=eval_inner_steps, inner_lr=inner_lr, like_threshold=like_threshold)
+        check_path(inner_path)
         specs = [FeatureSpec(**f) if isinstance(f, dict) else f for f in schema]
         self.save_hyperparameters(ignore=["optimizer"])
         self.hparams.schema = [asdict(f) for f in specs]  # plain data in hparams.yaml and checkpoints
@@ -296,9 +154,13 @@ class MetaLearner(L.LightningModule):
         self.network: nn.Module = network_cls(specs, **(network_args or {}))
         if rating_mean is not None and isinstance(self.network, RatingModel):
             self.network.rating_offset.fill_(rating_mean)
-        self.algorithm: Algorithm = algorithm_cls(inner_steps=inner_steps, inner_lr=inner_lr, first_order=first_order,
-                                                  adapt=adapt, eval_inner_steps=eval_inner_steps,
-                                                  **(algorithm_args or {}))
+        inner_options = dict(inner_steps=inner_steps, inner_lr=inner_lr, first_order=first_order, adapt=adapt,
+                             eval_inner_steps=eval_inner_steps)
+        if not algorithm_cls.gradient_based:
+            refuse_inner_options(f"algorithm '{algorithm}'", inner_options)
+        self.algorithm: MetaAlgorithm = algorithm_cls(**inner_options, **(algorithm_args or {}))
+        if self.algorithm.gradient_based:
+            self.algorithm.inner_path = inner_path
         self.algorithm.num_users, self.algorithm.num_items = num_users, num_items
         self.algorithm.loss = _loss(loss, algorithm, algorithm_cls)
         self.algorithm.bind(self.network)

@@ -21,6 +21,7 @@ import inspect
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
+from metarec_pl import plugins
 from metarec_pl.errors import CheckpointError, ConfigError
 
 EVALUATION = ("eval_inner_steps", "ndcg_k", "top_k", "like_threshold", "vmap_chunk_size", "on_divergence")
@@ -86,8 +87,6 @@ def keyword_defaults(cls: Any) -> dict[str, Any]:
 
 def _normal(key: str, value: Any, algorithm: str) -> Any:
     """A structural option's value in a form where equal meanings compare equal (defaults filled in)."""
-    from metarec_pl import plugins
-
     value = plain(value)
     try:
         if key == "adapt":
@@ -114,8 +113,6 @@ def resolve_model_options(saved: Mapping[str, Any], given: Mapping[str, Any], pa
             continue
         mine, theirs = _normal(key, given[key], algorithm), _normal(key, saved[key], algorithm)
         if key in ("network_args", "algorithm_args"):
-            from metarec_pl import plugins
-
             kind = "model" if key == "network_args" else "algorithm"
             name = saved.get("network" if key == "network_args" else "algorithm")
             try:

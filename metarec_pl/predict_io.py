@@ -26,7 +26,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader
 
 from metarec_pl.data.types import DataError, RatingData, raw_id
-from metarec_pl.recommend import Catalogue, NewUser, top_k
+from metarec_pl.catalogue import Catalogue, NewUser, top_k
 
 HEADER = "user,item,rating[,profile fields]"
 

@@ -143,7 +143,9 @@ MODEL = [
     ("network_args-reserved-schema", fit("--model.network_args", "{schema: []}"), ["model.network_args", "schema"]),
     ("network_args-id_dropout", fit("--model.network_args", "{id_dropout: 1.5}"), ["id_dropout", "1.5"]),
     ("matchingnet-temperature", fit("--model.algorithm", "matchingnet", "--model.adapt", "null",
-                                    "--model.algorithm_args", "{temperature: 0}"), ["temperature"]),
+                                    "--model.inner_steps", "null", "--model.algorithm_args", "{temperature: 0}"), ["temperature"]),
+    ("matchingnet-inner-steps", fit("--model.algorithm", "matchingnet", "--model.adapt", "null"),
+     ["model.inner_steps", "algorithm 'matchingnet' has no inner loop", "left out"]),
     ("algorithm-unknown", fit("--model.algorithm", "mamll"), ["unknown algorithm 'mamll'", "maml"]),
     ("network-unknown", fit("--model.network", "mellu"), ["mellu", "melu"]),
 ]

@@ -43,12 +43,17 @@ def data_args(kind, folder):
                                                                                                          "false")]
 
 
+def inner_steps(algorithm):
+    """One inner step for a gradient-based algorithm; the others have no inner loop and refuse the option."""
+    return ["--model.inner_steps", "1"] if plugins.get_algorithm(algorithm).gradient_based else []
+
+
 @pytest.mark.parametrize("data", ["synthetic", "interactions-bare", "interactions-features"])
 @pytest.mark.parametrize("sampler", ["user", "item"])
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_trains_a_step_or_refuses_in_one_line(logs, tmp_path, algorithm, sampler, data):
     out = run(["fit", "--model.algorithm", algorithm, "--model.network", "melu",
-               "--model.network_args", "{embedding_dim: 4, hidden: [8]}", "--model.inner_steps", "1",
+               "--model.network_args", "{embedding_dim: 4, hidden: [8]}", *inner_steps(algorithm),
                "--data.sampler", sampler, "--data.sampler_args", "{query_size: 4, min_support: 2}",
                "--data.tasks_per_batch", "4", *data_args(data, logs),
                "--trainer.max_steps", "1", "--trainer.limit_val_batches", "1", "--trainer.num_sanity_val_steps", "0",

@@ -8,8 +8,10 @@ from torch.func import functional_call
 
 from conftest import unequal_batch
 from metarec_pl import divergence
+from metarec_pl.algorithms.base import Algorithm, broadcasts_over_tasks
 from metarec_pl.bilevel import MetaLearner
 from metarec_pl.data.types import TaskBatch
+from metarec_pl.inner import plan
 
 SUPPORT_SIZES = (3, 9, 17, 30)
 
@@ -88,8 +90,9 @@ CASES = [
 def test_vectorised_meta_gradient_matches_per_task_loop(tiny_world, algorithm, adapt, network):
     _, data = tiny_world
     torch.manual_seed(0)
-    module = MetaLearner(algorithm=algorithm, network=network, adapt=adapt, inner_steps=3, inner_lr=0.05,
-                         network_args={"hidden": [16, 8]}, schema=data.schema, rating_mean=3.5).double()
+    inner = {} if algorithm == "none" else dict(adapt=adapt, inner_steps=3, inner_lr=0.05)  # none: no inner loop
+    module = MetaLearner(algorithm=algorithm, network=network, network_args={"hidden": [16, 8]}, schema=data.schema,
+                         rating_mean=3.5, **inner).double()
     batch = to_double(unequal_batch(data, SUPPORT_SIZES))
     vectorised, reference = meta_grads(module, batch, False), meta_grads(module, batch, True)
     assert sum(float(g.abs().sum()) for g in reference.values()) > 0
@@ -122,8 +125,6 @@ def test_second_order_differs_from_first_order(tiny_world):
 def test_an_unmarked_inner_update_sees_one_task_at_a_time(tiny_world):
     """A plugin's ``inner_update`` without ``broadcasts_over_tasks`` runs under vmap: here a step normalised by
     the task's own gradient norm, which would mix tasks if it were called on the stacked weights."""
-    from metarec_pl.algorithms.base import Algorithm, broadcasts_over_tasks
-
     class NormalisedStep(Algorithm):
         def inner_update(self, fast, grads):
             norm = sum((g ** 2).sum() for g in grads.values()) ** 0.5
@@ -154,64 +155,36 @@ def one_task(batch: TaskBatch, i: int) -> TaskBatch:
     ("metasgd", ["head.*"], False), ("reptile", ["head.*"], False), ("anil", None, True),
     ("maml", ["head.0.weight"], False),
 ])
-def test_kernel_first_layer_is_used_exactly_where_it_applies(tiny_world, algorithm, adapt, expected, monkeypatch):
-    """The cases above run through ``KernelFirstLayer`` where it applies (plain SGD on an adapted first layer of
-    an MLP head, query through the adapted weights), so the meta-gradient test checks that path."""
-    from metarec_pl.inner_tools import KernelFirstLayer
-
+def test_kernel_first_layer_is_planned_exactly_where_it_applies(tiny_world, algorithm, adapt, expected):
+    """The planner picks the kernel form where it applies (plain SGD on an adapted first layer of an MLP head,
+    query through the adapted weights), so the meta-gradient test above checks that path."""
     _, data = tiny_world
     module = MetaLearner(algorithm=algorithm, network="melu", adapt=adapt, inner_steps=2, schema=data.schema)
-    calls = []
-    monkeypatch.setattr(KernelFirstLayer, "start", lambda self: calls.append(1) or torch.zeros(1, 1, 1))
-    try:
-        module.adapt(unequal_batch(data, SUPPORT_SIZES), steps=2)
-    except RuntimeError:
-        pass  # the stand-in Z has the wrong shape: only whether the path was entered matters
-    assert bool(calls) is expected
+    assert (plan(module.network, module.algorithm, unequal_batch(data, SUPPORT_SIZES), 2).path == "kernel") is expected
 
 
-def test_kernel_first_layer_is_not_used_without_gradients(tiny_world, monkeypatch):
+def test_kernel_first_layer_is_not_planned_without_gradients(tiny_world):
     """Evaluation (no graph) forms the per-task weights instead: cheaper when the query is a whole catalogue."""
-    from metarec_pl.inner_tools import KernelFirstLayer
-
     _, data = tiny_world
     module = MetaLearner(algorithm="maml", network="melu", adapt=["head.*"], inner_steps=2, schema=data.schema)
-    calls = []
-    monkeypatch.setattr(KernelFirstLayer, "start", lambda self: calls.append(1) or torch.zeros(1, 1, 1))
+    batch = unequal_batch(data, SUPPORT_SIZES)
+    assert plan(module.network, module.algorithm, batch, 2).path == "kernel"
     with torch.no_grad():
-        module.adapt(unequal_batch(data, SUPPORT_SIZES), steps=2)
-    assert not calls
-
-
-def test_kernel_first_layer_gives_the_adapted_weights(tiny_world, monkeypatch):
-    """An algorithm that reads the adapted weights gets the same ones from the kernel form as from per-task copies."""
-    from metarec_pl.inner_tools import KernelFirstLayer
-
-    _, data = tiny_world
-    torch.manual_seed(0)
-    module = MetaLearner(algorithm="maml", network="mlp", adapt=["head.*"], inner_steps=3, inner_lr=0.05,
-                         network_args={"hidden": [16, 8]}, schema=data.schema, rating_mean=3.5).double()
-    monkeypatch.setattr(type(module.algorithm), "needs_fast_weights", True)
-    batch = to_double(unequal_batch(data, SUPPORT_SIZES))
-    kernel = module.adapt(batch, steps=3).fast_weights
-    monkeypatch.setattr(KernelFirstLayer, "fits", staticmethod(lambda *a: False))
-    copies = module.adapt(batch, steps=3).fast_weights
-    assert set(kernel) == set(copies) == set(module.algorithm.adapted_names)
-    for n in copies:
-        torch.testing.assert_close(kernel[n], copies[n], rtol=1e-10, atol=1e-12)
+        assert plan(module.network, module.algorithm, batch, 2).path == "written-out"
 
 
 @pytest.mark.parametrize("algorithm", ["maml", "metasgd", "fomaml"])
-def test_autograd_inner_gradients_on_a_head_without_written_out_backward(tiny_world, algorithm, monkeypatch):
-    """A head of other parameter-free layers than ReLU takes the autograd path (double backward): still exact."""
-    import metarec_pl.bilevel as bilevel
-
-    monkeypatch.setattr(bilevel, "has_written_out_backward", lambda net: False)
+def test_autograd_inner_gradients_on_a_linear_head_are_exact(tiny_world, algorithm):
+    """The autograd path on a Linear stack head (what a head of other parameter-free layers than ReLU takes:
+    double backward), allowed as the fastest with ``inner_path="autograd"``: still exact."""
     _, data = tiny_world
     torch.manual_seed(0)
     module = MetaLearner(algorithm=algorithm, network="melu", adapt=["head.*"], inner_steps=3, inner_lr=0.05,
-                         network_args={"hidden": [16, 8]}, schema=data.schema, rating_mean=3.5).double()
+                         network_args={"hidden": [16, 8]}, schema=data.schema, rating_mean=3.5,
+                         inner_path="autograd").double()
     batch = to_double(unequal_batch(data, SUPPORT_SIZES))
+    chosen = plan(module.network, module.algorithm, batch, 3, "autograd")
+    assert (chosen.path, chosen.head_only, chosen.stacked) == ("autograd", True, True)
     assert rel_err(meta_grads(module, batch, False), meta_grads(module, batch, True)) < 1e-10
 
 

@@ -1,5 +1,6 @@
-"""Meta-learning algorithms.  The base class is public API; concrete ones are registered by plugins."""
+"""Meta-learning algorithms.  The base classes are public API; concrete ones are registered by plugins."""
 
-from metarec_pl.algorithms.base import AdaptResult, Algorithm, broadcasts_over_tasks
+from metarec_pl.algorithms.base import (AdaptResult, Algorithm, GradientAlgorithm, MetaAlgorithm,
+                                        broadcasts_over_tasks)
 
-__all__ = ["AdaptResult", "Algorithm", "broadcasts_over_tasks"]
+__all__ = ["AdaptResult", "Algorithm", "GradientAlgorithm", "MetaAlgorithm", "broadcasts_over_tasks"]

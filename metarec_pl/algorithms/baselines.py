@@ -21,7 +21,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from metarec_pl.algorithms.base import AdaptResult, Algorithm, masked_mse
+from metarec_pl.algorithms.base import AdaptResult, Algorithm, MetaAlgorithm, masked_mse
 from metarec_pl.data.types import TaskBatch
 from metarec_pl.errors import ConfigError
 from metarec_pl.models.base import pooled_multi
@@ -34,10 +34,9 @@ def all_ratings_loss(result: AdaptResult, batch: TaskBatch) -> Tensor:
     return (result.support_loss * n_s + result.query_loss * n_q).sum() / (n_s + n_q).sum().clamp_min(1.0)
 
 
-class _IdTables(Algorithm):
+class _IdTables(MetaAlgorithm):
     """Shared by the per-id baselines: checks that the id-table sizes were given."""
 
-    gradient_based = False
     needs_support_loss = True
 
     def bind(self, model: nn.Module) -> None:

@@ -18,19 +18,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metarec_pl.algorithms.base import AdaptResult, Algorithm
+from metarec_pl.algorithms.base import AdaptResult, MetaAlgorithm
 from metarec_pl.models.pairs import encoder_dim, full_precision, projection
-from metarec_pl.bilevel import masked_mse
 from metarec_pl.data.types import TaskBatch
 from metarec_pl.errors import ConfigError
+from metarec_pl.losses import masked_mse
 
 
-class MatchingNet(Algorithm):
+class MatchingNet(MetaAlgorithm):
     """Args (``--model.algorithm_args``): ``projection``: widths of the MLP on the network's encoder;
     ``full_context``: contextualise embeddings by attention over the support set; ``heads``: its heads;
     ``temperature``: initial cosine scale (learned); ``residual``: attend over the network's residuals."""
 
-    gradient_based = False
     supported_losses = ("mse",)  # predicts ratings from the support's (no logits or ranking scores)
 
     def __init__(self, projection: Sequence[int] = (64, 64), full_context: bool = False, heads: int = 4,

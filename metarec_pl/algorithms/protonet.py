@@ -17,11 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metarec_pl.algorithms.base import AdaptResult, Algorithm
+from metarec_pl.algorithms.base import AdaptResult, MetaAlgorithm
 from metarec_pl.models.pairs import encoder_dim, full_precision, projection
-from metarec_pl.bilevel import masked_mse
 from metarec_pl.data.types import TaskBatch
 from metarec_pl.errors import ConfigError
+from metarec_pl.losses import masked_mse
 
 
 def rating_levels(rating_range: Sequence[float], levels: Optional[Sequence[float]]) -> list[float]:
@@ -37,12 +37,11 @@ def rating_levels(rating_range: Sequence[float], levels: Optional[Sequence[float
     return out
 
 
-class ProtoNet(Algorithm):
+class ProtoNet(MetaAlgorithm):
     """Args (``--model.algorithm_args``): ``rating_range`` (levels are its integers; (0, 1) for implicit data) or
     explicit ``levels``; ``projection``: widths of the MLP on top of the network's encoder; ``level_prior``: add
     the log share of each level in the support set to its logit.  A support rating counts for its nearest level."""
 
-    gradient_based = False
     supported_losses = ("mse",)  # predicts ratings from the support's (no logits or ranking scores)
 
     def __init__(self, rating_range: Sequence[float] = (1.0, 5.0), levels: Optional[Sequence[float]] = None,

@@ -24,7 +24,7 @@ from typing import Literal, Optional
 import torch
 from torch import Tensor, nn
 
-from metarec_pl import AdaptResult, Algorithm, RatingModel, Samples, TaskBatch, encoder_dim, masked_mse
+from metarec_pl import AdaptResult, MetaAlgorithm, RatingModel, Samples, TaskBatch, encoder_dim, masked_mse
 
 
 @dataclass
@@ -42,11 +42,10 @@ def two_layer(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, out_dim))
 
 
-class TaNP(Algorithm):
+class TaNP(MetaAlgorithm):
     """Args (``--model.algorithm_args``): ``hidden`` width, ``latent`` size of z, ``kl_weight`` of the KL term,
     ``deterministic``: ``mean`` (TaNP: one ``r`` per task) or ``attention`` (one ``r`` per query pair)."""
 
-    gradient_based = False
     supported_losses = ("mse",)  # predicts ratings from the support's (no logits or ranking scores)
 
     def __init__(self, hidden: int = 64, latent: int = 32, kl_weight: float = 0.1,
