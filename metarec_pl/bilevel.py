@@ -33,15 +33,20 @@ from metarec_pl.models.base import RatingModel
 from metarec_pl.results import AdaptResult
 
 
+def _check_cut_offs(name: str, values: Any) -> None:
+    """``ConfigError`` unless ``values`` (option ``model.<name>``) is a list of whole numbers >= 1."""
+    if isinstance(values, (int, str)) or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1
+                                                 for k in values):
+        raise ConfigError(f"model.{name}: {values!r} holds a cut-off that is not a whole number >= 1; "
+                          f"expected a list of cut-offs such as [5, 10]")
+
+
 def _check_sizes(ndcg_k: Iterable[int], top_k: Iterable[int], vmap_chunk_size: Optional[int],
                  inner_steps: Optional[int], eval_inner_steps: Optional[int], inner_lr: Optional[float],
                  like_threshold: Optional[float]) -> None:
     """``ConfigError`` naming the first option of ``MetaLearner`` whose value is out of range."""
     for name, values in (("ndcg_k", ndcg_k), ("top_k", top_k)):
-        if isinstance(values, (int, str)) or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1
-                                                     for k in values):
-            raise ConfigError(f"model.{name}: {values!r} holds a cut-off that is not a whole number >= 1; "
-                              f"expected a list of cut-offs such as [5, 10]")
+        _check_cut_offs(name, values)
     if vmap_chunk_size is not None and vmap_chunk_size < 1:
         raise ConfigError(f"model.vmap_chunk_size: {vmap_chunk_size} tasks per chunk; expected >= 1 or null (all)")
     for name, value in (("inner_steps", inner_steps), ("eval_inner_steps", eval_inner_steps)):

@@ -150,22 +150,28 @@ class Catalogue:
             if f is None:
                 raise DataError(f"{self._who(user, index)}: unknown profile field {name!r}; expected one of: "
                                 f"{', '.join(by_name) or '(this data set has no user fields)'}")
-            try:
-                raw = torch.as_tensor(value)
-            except (TypeError, ValueError, RuntimeError):
-                raw = None
-            if raw is None or raw.dtype == torch.bool or raw.is_complex():
-                raise DataError(f"{self._who(user, index)}: profile field {name!r} = {value!r} is not a number; "
-                                "expected a feature id (or numbers for a dense field)")
-            t = raw.to(out[f.key].dtype)
-            ok = t.shape == out[f.key].shape and (f.kind == "dense" or (
-                bool(((t >= 0) & (t < f.size)).all()) and bool((raw == t).all())))
-            if not ok:
-                expected = (f"{f.size} numbers" if f.kind == "dense" else f"an id in [0, {f.size})" if
-                            f.kind == "categorical" else f"{out[f.key].numel()} ids in [0, {f.size}), 0 = none")
-                raise DataError(f"{self._who(user, index)}: profile field {name!r} = {value!r}; expected {expected}")
-            out[f.key] = t
+            out[f.key] = self._profile_value(f, name, value, out[f.key], self._who(user, index))
         return out
+
+    @staticmethod
+    def _profile_value(f: FeatureSpec, name: Any, value: Any, default: Tensor, who: str) -> Tensor:
+        """``value`` of profile field ``f`` as a tensor like ``default``; one-line ``DataError`` unless it is a
+        number (dense) or feature ids in the field's range."""
+        try:
+            raw = torch.as_tensor(value)
+        except (TypeError, ValueError, RuntimeError):
+            raw = None
+        if raw is None or raw.dtype == torch.bool or raw.is_complex():
+            raise DataError(f"{who}: profile field {name!r} = {value!r} is not a number; "
+                            "expected a feature id (or numbers for a dense field)")
+        t = raw.to(default.dtype)
+        ok = t.shape == default.shape and (f.kind == "dense" or (
+            bool(((t >= 0) & (t < f.size)).all()) and bool((raw == t).all())))
+        if not ok:
+            expected = (f"{f.size} numbers" if f.kind == "dense" else f"an id in [0, {f.size})" if
+                        f.kind == "categorical" else f"{default.numel()} ids in [0, {f.size}), 0 = none")
+            raise DataError(f"{who}: profile field {name!r} = {value!r}; expected {expected}")
+        return t
 
     def _samples(self, profiles: list[dict[str, Tensor]], items: Tensor, rating: Tensor, mask: Tensor) -> Samples:
         """[users, n] samples: each user's profile broadcast over their items, item features gathered by id."""

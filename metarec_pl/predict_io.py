@@ -102,8 +102,8 @@ def read_csv(path: Path, profile_fields: Optional[Sequence[str]] = None) -> list
     return list(users.values())
 
 
-def read_json(path: Path, profile_fields: Optional[Sequence[str]] = None) -> list[NewUser]:
-    """New users from a JSON file (see module docstring)."""
+def _json_records(path: Path) -> list:
+    """The non-empty list of records of a JSON new-users file; one-line ``DataError`` otherwise."""
     try:
         records = json.loads(path.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as exc:
@@ -114,30 +114,45 @@ def read_json(path: Path, profile_fields: Optional[Sequence[str]] = None) -> lis
         raise DataError(f"{path}: expected a list of {{\"user\", \"ratings\", \"profile\"}} objects")
     if not records:
         raise DataError(f"{path}: an empty list; expected at least one {{\"user\", \"ratings\"}} object")
+    return records
+
+
+def _json_pairs(ratings: Any, where: str) -> list[tuple[str, float]]:
+    """(raw item id, rating) pairs of a record's 'ratings' ({item: rating} or [[item, rating], ...])."""
+    pairs = ratings.items() if isinstance(ratings, dict) else ratings
+    try:
+        return [(raw_id(item, f"{where}: item"), _number(r, where, "rating")) for item, r in pairs]
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, DataError):
+            raise
+        raise DataError(f"{where}: 'ratings' must be {{item: rating}} or [[item, rating], ...]") from None
+
+
+def _json_profile(rec: dict, where: str, profile_fields: Optional[Sequence[str]]) -> dict:
+    """A record's 'profile' object, its keys checked against the data set's user fields (when given)."""
+    profile = rec.get("profile") or {}
+    if not isinstance(profile, dict):
+        raise DataError(f"{where}: 'profile' must be an object {{field: value}}")
+    if profile_fields is not None:
+        unknown = [c for c in profile if c.removeprefix("user_") not in profile_fields]
+        if unknown:
+            raise DataError(f"{where}: profile field {unknown[0]!r} is not one of the data set's: "
+                            f"{', '.join(profile_fields) or '(none)'}")
+    return profile
+
+
+def read_json(path: Path, profile_fields: Optional[Sequence[str]] = None) -> list[NewUser]:
+    """New users from a JSON file (see module docstring)."""
     users = []
-    for i, rec in enumerate(records):
+    for i, rec in enumerate(_json_records(path)):
         where = f"{path}: record {i}"
         if not isinstance(rec, dict) or "ratings" not in rec:
             raise DataError(f"{where}: expected an object with 'ratings' (and optionally 'user', 'profile')")
         unknown = sorted(set(rec) - {"user", "ratings", "profile"})
         if unknown:
             raise DataError(f"{where}: unknown key {unknown[0]!r}; expected 'user', 'ratings' and 'profile'")
-        ratings = rec["ratings"]
-        pairs = ratings.items() if isinstance(ratings, dict) else ratings
-        try:
-            pairs = [(raw_id(item, f"{where}: item"), _number(r, where, "rating")) for item, r in pairs]
-        except (TypeError, ValueError) as exc:
-            if isinstance(exc, DataError):
-                raise
-            raise DataError(f"{where}: 'ratings' must be {{item: rating}} or [[item, rating], ...]") from None
-        profile = rec.get("profile") or {}
-        if not isinstance(profile, dict):
-            raise DataError(f"{where}: 'profile' must be an object {{field: value}}")
-        if profile_fields is not None:
-            unknown = [c for c in profile if c.removeprefix("user_") not in profile_fields]
-            if unknown:
-                raise DataError(f"{where}: profile field {unknown[0]!r} is not one of the data set's: "
-                                f"{', '.join(profile_fields) or '(none)'}")
+        pairs = _json_pairs(rec["ratings"], where)
+        profile = _json_profile(rec, where, profile_fields)
         name = raw_id(rec["user"], f"{where}: user") if "user" in rec else f"#{i}"
         users.append(NewUser(pairs, profile, name, [where] * len(pairs)))
     return users

@@ -29,10 +29,10 @@ def adapt(model: nn.Module, algorithm: Any, batch: TaskBatch, steps: int, create
     fixed = {**{n: p for n, p in params.items() if n not in algorithm.adapted_names}, **dict(model.named_buffers())}
     tracked = torch.is_grad_enabled()  # False at evaluation: inner gradients, but no graph kept
 
-    def predict(fast: dict[str, Tensor], x: dict[str, Tensor]) -> Tensor:
-        call = lambda w, xi: functional_call(model, {**fixed, **w}, (xi,))  # noqa: E731  (one task)
-        return vmap(call, randomness="different")(fast, x)
+    def one_task(w: dict[str, Tensor], x: dict[str, Tensor]) -> Tensor:
+        return functional_call(model, {**fixed, **w}, (x,))
 
+    predict = vmap(one_task, randomness="different")  # (fast weights [tasks, ...], features [tasks, n]) -> [tasks, n]
     marked = getattr(algorithm.inner_update, "broadcasts_over_tasks", False)  # SGD: correct on stacked weights
     update = algorithm.inner_update if marked else vmap(algorithm.inner_update)
     fast = {n: params[n].expand(len(batch), *params[n].shape) for n in algorithm.adapted_names}
@@ -41,7 +41,7 @@ def adapt(model: nn.Module, algorithm: Any, batch: TaskBatch, steps: int, create
             leaves = {n: w if tracked and w.requires_grad else w.detach().requires_grad_() for n, w in fast.items()}
             total = loss(predict(leaves, s.features), s.rating, s.mask).sum()
             grads = torch.autograd.grad(total, list(leaves.values()), create_graph=create_graph and tracked)
-        fast = update(fast, dict(zip(fast, grads if create_graph else [g.detach() for g in grads])))
+        fast = update(fast, dict(zip(fast, grads)))  # without create_graph the gradients are constants
     seen = fast if algorithm.query_through_fast_weights else {n: w.detach() for n, w in fast.items()}
     pred = predict(seen, q.features)
     out = {"query_pred": pred, "query_loss": loss(pred, q.rating, q.mask)}
