@@ -21,6 +21,12 @@ after every round.
     python benchmarks/throughput.py                 # 2 threads, B = 32 and 128, first and second order
     python benchmarks/throughput.py --json          # the same as one JSON object
     python benchmarks/throughput.py --device cuda   # on a GPU
+    python benchmarks/throughput.py --against /tmp/pre --batch-sizes 32 --orders second   # code vs code
+
+``--against DIR``: metarec's step of this checkout against the one of another checkout of ``metarec_pl`` (e.g.
+``git archive <commit> metarec_pl | tar -x -C DIR``), each in its own process (``PYTHONPATH``), plus this checkout's
+forced reference path (``inner_path="reference"``), interleaved round by round; float32 meta-gradients are
+compared for equality first.  Prints steps/s per round and the median ratio.
 """
 
 from __future__ import annotations
@@ -286,12 +292,93 @@ def gradients(module: MetaLearner, step: Callable, batch: TaskBatch) -> dict[str
     return {n: p.grad.detach().clone() for n, p in module.network.named_parameters()}
 
 
-def make_module(data, second_order: bool, chunk_size: Optional[int] = None) -> MetaLearner:
+def make_module(data, second_order: bool, chunk_size: Optional[int] = None, inner_path: Optional[str] = None,
+                network: str = "mlp") -> MetaLearner:
     torch.manual_seed(0)
-    module = MetaLearner(algorithm="maml", network="mlp", network_args={"hidden": list(SETTING["hidden"])},
+    extra = {} if inner_path is None else {"inner_path": inner_path}  # (a checkout from before the option: None)
+    adapt = {} if network == "mlp" else {"adapt": ["head.*"]}  # mlp: its encoder has no parameters
+    module = MetaLearner(algorithm="maml", network=network, network_args={"hidden": list(SETTING["hidden"])},
                          inner_steps=SETTING["inner_steps"], inner_lr=SETTING["inner_lr"], first_order=not second_order,
-                         vmap_chunk_size=chunk_size, schema=data.schema, rating_mean=3.5)
+                         vmap_chunk_size=chunk_size, schema=data.schema, rating_mean=3.5, **adapt, **extra)
     return module
+
+
+# ------------------------------------------------------------------------------------------ code against code
+def serve(args) -> None:
+    """``--serve``: a worker of ``--against``: builds one module, then answers ``run K`` (seconds for K steps) and
+    ``grads PATH`` (saves the float32 meta-gradient of the first batch) on stdin/stdout."""
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    data, batches = make_batches(args.batch_sizes[0], args.distinct_batches, device)
+    module = make_module(data, args.orders[0] == "second", None, args.inner_path, args.network).to(device)
+    step = metarec_step(module)
+    step(batches[0])
+    print("ready", flush=True)
+    done = 0
+    for line in sys.stdin:
+        cmd, arg = line.split()
+        if cmd == "grads":
+            torch.save(gradients(module, step, batches[0]), arg)
+            print("saved", flush=True)
+            continue
+        sync(device)
+        t0 = time.perf_counter()
+        for _ in range(int(arg)):
+            step(batches[done % len(batches)])
+            done += 1
+        sync(device)
+        print(time.perf_counter() - t0, flush=True)
+
+
+def against(args) -> dict:
+    """Steps/s of this checkout's metarec step, the other checkout's, and this checkout's forced reference path,
+    in three worker processes taking turns round by round (``--rounds`` rounds of ``--round-seconds``)."""
+    import os
+    import subprocess
+    import tempfile
+
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    base = [sys.executable, os.path.abspath(__file__), "--serve", "--batch-sizes", str(args.batch_sizes[0]),
+            "--orders", args.orders[0], "--threads", str(args.threads), "--device", args.device,
+            "--network", args.network]
+    roots = {"new": (here, "auto"), "pre": (args.against, None), "new-reference": (here, "reference")}
+    workers, failed = {}, {}
+    for name, (root, path) in roots.items():
+        env = {**os.environ, "PYTHONPATH": root}
+        cmd = base + (["--inner-path", path] if path else [])
+        workers[name] = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                         text=True, env=env)
+        if workers[name].stdout.readline().strip() != "ready":  # e.g. a network vmap cannot run (the reference)
+            errors = [ln for ln in workers.pop(name).communicate()[1].splitlines() if "Error" in ln]
+            failed[name] = errors[-1] if errors else "did not start"
+    assert "new" in workers and "pre" in workers, failed
+
+    def ask(name: str, line: str) -> str:
+        workers[name].stdin.write(line + "\n")
+        workers[name].stdin.flush()
+        return workers[name].stdout.readline().strip()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        grads = {}
+        for name in workers:
+            ask(name, f"grads {tmp}/{name}.pt")
+            grads[name] = torch.load(f"{tmp}/{name}.pt")
+    identical = all(torch.equal(grads["new"][n], grads["pre"][n]) for n in grads["pre"])
+    per_round = {name: max(1, math.ceil(args.round_seconds / float(ask(name, "run 1")))) for name in workers}
+    rates: dict[str, list[float]] = {name: [] for name in workers}
+    for _ in range(args.rounds):
+        for name in workers:
+            rates[name].append(per_round[name] / float(ask(name, f"run {per_round[name]}")))
+    for w in workers.values():
+        w.stdin.close()
+        w.wait()
+    ratio = [n / p for n, p in zip(rates["new"], rates["pre"])]
+    return {"tasks_per_batch": args.batch_sizes[0], "order": args.orders[0], "threads": args.threads,
+            "against": args.against, "float32_grads_identical": identical,
+            "reference_rel_err": rel_err(grads["new-reference"], grads["new"]) if "new-reference" in grads else None,
+            "failed": failed, "network": args.network,
+            "steps_per_s": {n: statistics.median(r) for n, r in rates.items()}, "rounds": rates,
+            "new_over_pre_per_round": ratio, "new_over_pre_median": statistics.median(ratio)}
 
 
 def run(args) -> dict:
@@ -386,9 +473,18 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--no-higher", action="store_true", help="skip the higher peer")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     p.add_argument("--memory-of", help=argparse.SUPPRESS)
+    p.add_argument("--against", help="another checkout of metarec_pl to time this one against (see above)")
+    p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--inner-path", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--network", default="mlp", help="network of --against (mlp, or melu adapting head.*)")
     args = p.parse_args(argv)
     if args.memory_of:
         return measure_memory(args)
+    if args.serve:
+        return serve(args)
+    if args.against:
+        print(json.dumps(against(args)))
+        return
     if higher is None and not args.no_higher:
         print("throughput: `higher` is not installed (pip install 'metarec_pl[bench]'); its rows are skipped",
               file=sys.stderr)
