@@ -161,3 +161,38 @@ def test_the_reference_loop_is_one_short_readable_file():
     assert text.count("torch.autograd.grad(") == 1
     imported = {n.module for n in ast.walk(ast.parse(text)) if isinstance(n, ast.ImportFrom)}
     assert not {m for m in imported if m and m.startswith("metarec_pl.inner")}
+
+
+NO_INNER_LOOP = sorted(r.name for r in __import__("metarec_pl").plugins.registrations("algorithm")
+                       if not __import__("metarec_pl").plugins.get_algorithm(r.name).gradient_based)
+
+
+def test_the_learners_without_inner_loop_are_the_expected_ones():
+    assert {"protonet", "matchingnet", "none", "bias", "popularity", "mf-foldin"} <= set(NO_INNER_LOOP)
+    assert not {"maml", "fomaml", "metasgd", "reptile", "anil", "melu", "finetune"} & set(NO_INNER_LOOP)
+
+
+@pytest.mark.parametrize("option,value", [("inner_steps", 3), ("inner_lr", 0.1), ("first_order", True),
+                                          ("adapt", ["head.*"]), ("eval_inner_steps", 0)])
+@pytest.mark.parametrize("algorithm", NO_INNER_LOOP)
+def test_a_learner_without_inner_loop_refuses_its_options_in_one_line(tiny_world, algorithm, option, value):
+    _, data = tiny_world
+    with pytest.raises(ConfigError) as err:
+        MetaLearner(algorithm=algorithm, schema=data.schema, num_users=200, num_items=100, **{option: value})
+    assert str(err.value) == (f"model.{option}: algorithm '{algorithm}' has no inner loop (it is not gradient-based), "
+                              f"got {value!r}; expected model.{option} left out (null)")
+
+
+def test_the_base_classes_refuse_inner_options_in_code_too():
+    """Constructed directly (not through MetaLearner): a MetaAlgorithm, and an ``Algorithm`` subclass that says it
+    is not gradient-based (the docs/plugins.md tutorial's older form), refuse; left out, they construct."""
+    from metarec_pl.algorithms.base import Algorithm, MetaAlgorithm
+    from metarec_pl.algorithms.protonet import ProtoNet
+
+    class Legacy(Algorithm):
+        gradient_based = False
+
+    for cls in (ProtoNet, MetaAlgorithm, Legacy):
+        with pytest.raises(ConfigError, match=r"^model.inner_lr: algorithm \w+ has no inner loop"):
+            cls(inner_lr=0.1)
+        assert cls().inner_steps == cls().eval_inner_steps == 0
