@@ -240,3 +240,14 @@ def test_weights_come_from_the_weight_column_when_asked(tmp_path):
     with pytest.raises(DataError, match="weights: true needs a weight column"):
         MetaDataModule(dataset="interactions", root=str(tmp_path),
                        dataset_args={"path": "plays.csv", "implicit": True, "weights": True})
+
+
+def test_worker_processes_draw_the_same_negatives(clicks):
+    out = []
+    for workers in (0, 1):
+        dm = module(clicks)
+        dm.hparams.num_workers = workers
+        loader = dm.train_dataloader()
+        loader.batch_sampler.set_epoch(2)
+        out.append([(b.key.tolist(), b.support.item.tolist(), b.query.item.tolist()) for b in loader])
+    assert out[0] == out[1] and len(out[0]) > 1
