@@ -79,7 +79,8 @@ def test_negatives_enter_the_batch_with_rating_0_mask_1_and_their_own_features(c
 def test_negatives_are_fresh_each_epoch_and_equal_for_the_same_seed_and_epoch(clicks):
     dm, again = module(clicks), module(clicks)
     first, second, third = (episode_negatives(dm, e) for e in (0, 1, 2))
-    built = {t.key: (t.support_negatives.tolist(), t.query_negatives.tolist()) for t in dm.stage_tasks("train")["train"]}
+    built = {t.key: (t.support_negatives.tolist(), t.query_negatives.tolist())
+             for t in dm.stage_tasks("train")["train"]}
     assert first == built  # epoch 0: the tasks as built
     assert sum(second[k] != first[k] for k in first) == len(first) and second != third
     assert episode_negatives(again, 1) == second and episode_negatives(again, 2) == third  # seeded (seed, epoch, task)
@@ -173,8 +174,9 @@ def test_popularity_sampling_draws_popular_items_more_often_through_the_tasks(tm
     data = uniform.data
     train = torch.cat(list(data.splits["train"].values()))
     counts = torch.bincount(data.item[train], minlength=data.num_items).double()
-    mean_count = lambda dm: float(torch.cat([counts[t.query_negatives] for t in dm.stage_tasks("train")["train"]]  # noqa: E731
-                                            ).mean())
+    def mean_count(dm):
+        return float(torch.cat([counts[t.query_negatives] for t in dm.stage_tasks("train")["train"]]).mean())
+
     assert mean_count(popular) > 1.15 * mean_count(uniform)
 
 
