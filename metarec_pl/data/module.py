@@ -221,7 +221,9 @@ class MetaDataModule(L.LightningDataModule):
         root: folder holding the data set's files (not needed by ``synthetic``).
         dataset_args: further keyword arguments of the data set.
         sampler: registered task sampler name (``user``: user-as-task, ``item``: item-as-task).
-        sampler_args: keyword arguments of the sampler (``query_size``, ``min_support``, ``max_support``, ``order``).
+        sampler_args: keyword arguments of the sampler (``query_size``, ``min_support``, ``max_support``, ``order``,
+            ``negatives`` per support/query row (default 4 for implicit data, 0 explicit), ``negative_sampling``
+            ``uniform``/``popularity``, ``negative_seed``; see ``data/negatives.py``).
         tasks_per_batch: tasks in one meta-batch.
         eval_tasks_per_batch: tasks per batch at validation/test/predict (default: ``tasks_per_batch``).
         num_workers: DataLoader worker processes.
