@@ -253,3 +253,31 @@ def test_worker_processes_draw_the_same_negatives(clicks):
         loader.batch_sampler.set_epoch(2)
         out.append([(b.key.tolist(), b.support.item.tolist(), b.query.item.tolist()) for b in loader])
     assert out[0] == out[1] and len(out[0]) > 1
+
+
+def test_popularity_on_clicks_finds_the_popular_items(tmp_path):
+    """Clicks only: 10 popular items (6 of them clicked by every user) among 60; popularity fitted on the training
+    users' interactions ranks them first, so pool hit@5 is well above 0.5, and like_acc at the data's threshold is
+    no longer 1.0 for any model (the negatives are not likes, the interactions are)."""
+    import random
+
+    import lightning as L
+
+    from metarec_pl.bilevel import MetaLearner
+
+    rng = random.Random(1)
+    write_csv(tmp_path / "clicks.csv", [(f"u{u}", i) for u in range(80)
+                                        for i in rng.sample(range(10), 6) + rng.sample(range(10, 60), 14)],
+              header=("user", "item"))
+    dm = MetaDataModule(dataset="interactions", root=str(tmp_path), candidates=20, tasks_per_batch=16,
+                        dataset_args={"path": "clicks.csv", "implicit": True, "id_features": True, "cache": False},
+                        sampler_args={"query_size": 10, "min_support": 5})
+    module = MetaLearner(algorithm="popularity", network="mlp", schema=dm.schema, num_users=dm.num_users,
+                         num_items=dm.num_items, like_threshold=dm.like_threshold)
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, max_epochs=1,
+                        enable_checkpointing=False)
+    trainer.fit(module, dm)
+    out = trainer.test(module, dm, verbose=False)[0]
+    assert out["test/pool/hit@5"] > 0.5 and out["test/like_acc"] < 1.0
+    assert module.algorithm.item_count.sum() == sum(len(t.support) + len(t.query)
+                                                    for t in dm.stage_tasks("train")["train"])
