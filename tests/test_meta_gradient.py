@@ -250,5 +250,7 @@ def test_a_loss_an_algorithm_cannot_use_is_refused_in_one_line(tiny_world):
     _, data = tiny_world
     with pytest.raises(ValueError, match="model.loss: algorithm 'protonet' works with mse only"):
         MetaLearner(algorithm="protonet", loss="bpr", schema=data.schema)
+    with pytest.raises(ValueError, match="model.loss: algorithm 'mf-foldin' works with mse only"):
+        MetaLearner(algorithm="mf-foldin", loss="bce", schema=data.schema, num_users=5, num_items=5)
     with pytest.raises(ValueError, match="model.loss: unknown loss 'hinge'"):
         MetaLearner(algorithm="maml", loss="hinge", schema=data.schema)

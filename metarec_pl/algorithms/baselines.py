@@ -169,6 +169,8 @@ class MFFoldIn(_IdTables):
     q_i = id embedding + W·features (and b_i likewise).  At evaluation p_u and b_u are the ridge solution
     (penalty ``ridge``) on the task's support ratings minus μ + b_i; user tables are used only in training."""
 
+    supported_losses = ("mse",)  # trains and folds in by squared error
+
     def __init__(self, *args, dim: int = 16, reg: float = 0.02, ridge: float = 1.0, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.dim, self.reg, self.ridge = dim, reg, ridge
