@@ -32,7 +32,7 @@ from metarec_pl.ckpt_options import (SPECIAL_PATHS, check_fits, plain, read_chec
 from metarec_pl.data.module import MetaDataModule
 from metarec_pl.data.types import DataError, FeatureSpec
 from metarec_pl.divergence import DivergenceError
-from metarec_pl.entry import plugins_command  # the same command as the light console script's
+from metarec_pl.entry import answered_plugins  # the same command as the light console script's
 from metarec_pl.errors import CheckpointError, ConfigError, accepted_keywords, check_keywords
 from metarec_pl.predict_io import RecommendationWriter
 from metarec_pl.tracking import LoggedConfig, TaskThroughput, wandb_login_problem
@@ -318,10 +318,7 @@ def print_plugins(out=sys.stdout) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
-    if args[:1] == ["plugins"]:
-        code = plugins_command(args[1:])
-        if code:
-            sys.exit(code)
+    if answered_plugins(args):
         return
     guard = OutputGuard()
     try:

@@ -29,12 +29,18 @@ def plugins_command(args: Sequence[str]) -> int:
     return plugins.print_table(sys.stdout, check="--check" in args)
 
 
+def answered_plugins(args: Sequence[str]) -> bool:
+    """Answer ``metarec plugins ...`` (exit code 2 on a problem); ``False`` when ``args`` name another subcommand."""
+    if list(args[:1]) != ["plugins"]:
+        return False
+    code = plugins_command(args[1:])
+    if code:
+        sys.exit(code)
+    return True
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if args[:1] == ["plugins"]:
-        code = plugins_command(args[1:])
-        if code:
-            sys.exit(code)
+    if answered_plugins(list(sys.argv[1:] if argv is None else argv)):
         return
     from metarec_pl.cli import main as cli_main  # imports Lightning
 

@@ -55,12 +55,19 @@ def _check_columns(path: Path, names: list[str], profile_fields: Optional[Sequen
     if repeated:
         raise DataError(f"{path}: line 1: column {repeated[0]!r} appears twice; expected each column once")
     extra = [c for c in names if c not in ("user", "item", "rating")]
-    if profile_fields is not None:
-        unknown = [c for c in extra if c.removeprefix("user_") not in profile_fields]
-        if unknown:
-            raise DataError(f"{path}: line 1: column {unknown[0]!r} is not a profile field of the data set; expected "
-                            f"user, item, rating and profile fields among: {', '.join(profile_fields) or '(none)'}")
+    unknown = _unknown_fields(extra, profile_fields)
+    if unknown:
+        raise DataError(f"{path}: line 1: column {unknown!r} is not a profile field of the data set; expected "
+                        f"user, item, rating and profile fields among: {', '.join(profile_fields) or '(none)'}")
     return extra
+
+
+def _unknown_fields(names: Sequence[str], profile_fields: Optional[Sequence[str]]) -> Optional[str]:
+    """The first of ``names`` that is no profile field (``user_`` prefix optional); ``None``: all are, or the
+    fields are not known."""
+    if profile_fields is None:
+        return None
+    return next((c for c in names if c.removeprefix("user_") not in profile_fields), None)
 
 
 def read_csv(path: Path, profile_fields: Optional[Sequence[str]] = None) -> list[NewUser]:
@@ -133,11 +140,10 @@ def _json_profile(rec: dict, where: str, profile_fields: Optional[Sequence[str]]
     profile = rec.get("profile") or {}
     if not isinstance(profile, dict):
         raise DataError(f"{where}: 'profile' must be an object {{field: value}}")
-    if profile_fields is not None:
-        unknown = [c for c in profile if c.removeprefix("user_") not in profile_fields]
-        if unknown:
-            raise DataError(f"{where}: profile field {unknown[0]!r} is not one of the data set's: "
-                            f"{', '.join(profile_fields) or '(none)'}")
+    unknown = _unknown_fields(list(profile), profile_fields)
+    if unknown:
+        raise DataError(f"{where}: profile field {unknown!r} is not one of the data set's: "
+                        f"{', '.join(profile_fields) or '(none)'}")
     return profile
 
 
