@@ -55,11 +55,15 @@ class _Tally(_IdTables):
         self.register_buffer("item_count", torch.zeros(self.num_items, dtype=torch.float64))
         self.register_buffer("user_seen", torch.zeros(self.num_users, dtype=torch.bool))
 
+    def counted(self, samples) -> Tensor:
+        """Which samples the tally counts: every real one (``popularity``: interactions only)."""
+        return samples.mask
+
     def tally(self, batch: TaskBatch) -> None:
         new = ~self.user_seen[batch.key]
         self.user_seen[batch.key] = True
         for s in (batch.support, batch.query):
-            m = (s.mask * new[:, None]).flatten().double()
+            m = (self.counted(s) * new[:, None]).flatten().double()
             self.item_sum.index_add_(0, s.item.flatten(), s.rating.flatten().double() * m)
             self.item_count.index_add_(0, s.item.flatten(), m)
 
@@ -103,13 +107,8 @@ class Popularity(_Tally):
     (its "ratings" are scores, so its MAE means nothing).  Only real interactions count (rating > 0): the
     negatives a sampler adds to implicit tasks (rating 0) never do."""
 
-    def tally(self, batch: TaskBatch) -> None:
-        new = ~self.user_seen[batch.key]
-        self.user_seen[batch.key] = True
-        for s in (batch.support, batch.query):
-            m = (s.mask * new[:, None] * (s.rating > 0)).flatten().double()
-            self.item_sum.index_add_(0, s.item.flatten(), s.rating.flatten().double() * m)
-            self.item_count.index_add_(0, s.item.flatten(), m)
+    def counted(self, samples) -> Tensor:
+        return samples.mask * (samples.rating > 0)
 
     def run(self, model: nn.Module, batch: TaskBatch, steps: int, create_graph: bool,
             chunk_size: Optional[int] = None) -> AdaptResult:
