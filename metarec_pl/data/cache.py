@@ -13,6 +13,7 @@ Location: ``cache_dir`` option, else ``$METAREC_PL_CACHE``, else ``~/.cache/meta
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -184,8 +185,6 @@ class FileDataset(RatingDataset):
                  cache: bool = True, **protocol_options: Any) -> None:
         super().__init__(root)
         if protocol in protocols.PROTOCOLS:  # a key neither the data set nor its protocol takes: one line
-            import inspect
-
             own = [n for n, p in inspect.signature(type(self)).parameters.items()
                    if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and n != "root"]
             taken = list(protocols.PROTOCOLS[protocol].options())

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
+import typing
 from dataclasses import replace
 from typing import Any, Optional, Sequence, Union
 
 import lightning as L
+import pydantic
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -43,9 +46,6 @@ def construct(cls: Any, args: Optional[dict[str, Any]], where: str, **fixed: Any
     them, e.g. ``data.dataset_args``): not a mapping, an unknown key, or a value of the wrong type for the
     parameter's annotation (checked with pydantic in lax mode, so ``"4"`` is read as 4 but ``"four"`` is refused).
     ``ValueError``s the class raises itself become ``DataError``s as they are."""
-    import inspect
-    import typing
-
     if args is None:
         args = {}
     if not isinstance(args, dict):
@@ -65,8 +65,6 @@ def construct(cls: Any, args: Optional[dict[str, Any]], where: str, **fixed: Any
         hints = {}
     checked = dict(args)
     if hints:
-        import pydantic
-
         for key, value in args.items():
             hint = hints.get(key)
             if hint is None or hint is Any or not _plain(value):  # Python objects given in code: the class's call
