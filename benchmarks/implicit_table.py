@@ -181,6 +181,11 @@ def render(results: list[dict], meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def save(raw: Path, meta: dict, results: list[dict]) -> None:
+    raw.parent.mkdir(parents=True, exist_ok=True)
+    raw.write_text(json.dumps(dict(meta=meta, results=results), indent=1))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--root", default="../shared/data/ml-1m")
@@ -221,9 +226,9 @@ def main() -> None:
                     print(f"seed {seed} {scenario:9s} {name:14s} fit {r['train_s']:6.1f}s epoch {r['best_epoch']} "
                           + " ".join(f"{k} {r['test'].get(f'test/{scenario}/{k}', float('nan')):.4f}" for k in SHOWN),
                           flush=True)
+                    save(raw, meta, results)  # after every method: a run cut short keeps what finished
             meta["wall_s"][str(seed)] = round(time.perf_counter() - start, 1)
-            raw.parent.mkdir(parents=True, exist_ok=True)
-            raw.write_text(json.dumps(dict(meta=meta, results=results), indent=1))
+            save(raw, meta, results)
     Path(args.out).write_text(render(results, meta))
     print(f"wrote {args.out}")
 
