@@ -18,6 +18,11 @@ and in ``skips()``; ``metarec plugins`` lists the rest and then the skipped ones
   registered at run time (in that order): a built-in always keeps its name.
 
 ``get`` for a name that was skipped raises ``UnknownPluginError`` naming the reason.
+
+Kinds (``KINDS``): ``algorithm``, ``network``, ``sampler``, ``dataset``, ``protocol``, ``metric``, one hook each.
+``register_models`` (``DEPRECATED_HOOKS``) is the old name of ``register_networks`` and ``"model"``
+(``KIND_ALIASES``) the old name of the kind: a plugin implementing the old hook still registers networks, with a
+``DeprecationWarning`` at registration and a line of ``notices()`` after the ``metarec plugins`` table.
 """
 
 from __future__ import annotations
