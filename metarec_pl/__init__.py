@@ -1,7 +1,7 @@
 """metarec_pl: meta-learning for cold-start recommendation on PyTorch Lightning.
 
 Public API for users and plugin authors (docs/plugins.md): the hook marker, the registry getters, the base
-classes of the four plugin kinds and the data types they exchange.  Importing ``metarec_pl`` imports only pluggy:
+classes of the plugin kinds and the data types they exchange.  Importing ``metarec_pl`` imports only pluggy:
 the base classes and data types (torch) and ``MetaLearner`` / ``masked_mse`` (Lightning) are imported on first
 use, so ``metarec plugins`` and a plugin's hook module stay fast.
 """
@@ -14,7 +14,10 @@ from metarec_pl.hookspecs import hookimpl, hookspec
 from metarec_pl.plugins import (
     get_algorithm,
     get_dataset,
+    get_metric,
     get_model,
+    get_network,
+    get_protocol,
     get_task_sampler,
     register_plugin,
     registrations,
@@ -27,7 +30,9 @@ if TYPE_CHECKING:
     from metarec_pl.losses import masked_mse
     from metarec_pl.results import AdaptResult
     from metarec_pl.data.base import RatingDataset, TaskSampler
-    from metarec_pl.data.types import FeatureSpec, RatingData, Samples, Task, TaskBatch
+    from metarec_pl.data.cache import FileDataset
+    from metarec_pl.data.protocols import Protocol, Rows
+    from metarec_pl.data.types import DataError, FeatureSpec, RatingData, Samples, Task, TaskBatch
     from metarec_pl.models.base import RatingModel
     from metarec_pl.models.pairs import encoder_dim
 
@@ -38,16 +43,18 @@ _LAZY = {  # public name -> module that defines it (imported on first access)
     "GradientAlgorithm": "metarec_pl.algorithms.base", "MetaAlgorithm": "metarec_pl.algorithms.base",
     "encoder_dim": "metarec_pl.models.pairs", "RatingModel": "metarec_pl.models.base",
     "RatingDataset": "metarec_pl.data.base", "TaskSampler": "metarec_pl.data.base",
+    "FileDataset": "metarec_pl.data.cache", "Protocol": "metarec_pl.data.protocols", "Rows": "metarec_pl.data.protocols",
+    "DataError": "metarec_pl.data.types",
     "FeatureSpec": "metarec_pl.data.types", "RatingData": "metarec_pl.data.types", "Samples": "metarec_pl.data.types",
     "Task": "metarec_pl.data.types", "TaskBatch": "metarec_pl.data.types",
     "MetaLearner": "metarec_pl.bilevel", "masked_mse": "metarec_pl.losses",
 }
 
 __all__ = [
-    "__version__", "hookimpl", "hookspec", "get_algorithm", "get_dataset", "get_model", "get_task_sampler",
-    "register_plugin", "registrations", "unregister_plugin",
-    "AdaptResult", "Algorithm", "FeatureSpec", "GradientAlgorithm", "MetaAlgorithm", "MetaLearner", "RatingData",
-    "RatingDataset", "RatingModel",
+    "__version__", "hookimpl", "hookspec", "get_algorithm", "get_dataset", "get_metric", "get_model", "get_network",
+    "get_protocol", "get_task_sampler", "register_plugin", "registrations", "unregister_plugin",
+    "AdaptResult", "Algorithm", "DataError", "FeatureSpec", "FileDataset", "GradientAlgorithm", "MetaAlgorithm",
+    "MetaLearner", "Protocol", "RatingData", "RatingDataset", "RatingModel", "Rows",
     "Samples", "Task", "TaskBatch", "TaskSampler", "encoder_dim", "masked_mse",
 ]
 

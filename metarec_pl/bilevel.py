@@ -71,6 +71,16 @@ def _loss(name: str, algorithm: str, algorithm_cls: type) -> Loss:
     return loss_cls()
 
 
+def _metric_names(extra_metrics: Any) -> list[str]:
+    """``model.extra_metrics`` as a list of names (``ConfigError`` in one line for anything else)."""
+    if extra_metrics is None:
+        return []
+    if isinstance(extra_metrics, str) or not all(isinstance(n, str) for n in extra_metrics):
+        raise ConfigError(f"model.extra_metrics: {extra_metrics!r} is not a list of names; expected a list of "
+                          "registered metric names (metarec plugins lists them)")
+    return list(dict.fromkeys(extra_metrics))
+
+
 def _outside_inference_mode(batch: TaskBatch) -> TaskBatch:
     """Inference tensors cannot enter autograd; clone them (cheap: one meta-batch) so adaptation can run."""
     return apply_to_collection(batch, Tensor, lambda t: t.clone() if t.is_inference() else t)
@@ -101,13 +111,15 @@ class MetaLearner(L.LightningModule):
             feedback: logits / ranking scores), see ``metarec_pl.losses``; an algorithm that cannot use it refuses.
         rating_levels: the discrete rating scale (e.g. 1..5), for the ``mae_rounded`` metric; the CLI links it from
             ``data.rating_levels`` (``None``: that metric is left out).
-        plugin_distributions: filled in, not set: ``{"algorithm/<name>": distribution, "model/<name>": ...}`` of
+        plugin_distributions: filled in, not set: ``{"algorithm/<name>": distribution, "network/<name>": ...}`` of
             this run, kept in hparams/checkpoints/configs so a missing plugin is named on load (``provenance``).
         on_divergence: ``raise`` (stop with an error naming step, task and algorithm) or ``skip`` (drop tasks whose
             inner loop gives NaN/inf, count them in ``<stage>/skipped_tasks``); see ``metarec_pl.divergence``.
         inner_path: the fastest inner-loop path allowed (``metarec_pl.inner.planner``): ``auto`` (the fastest
             that fits), ``kernel``, ``written-out``, ``autograd`` or ``reference`` (the definition itself, no
             shortcut: a check of a new network or algorithm); every path gives the same values.
+        extra_metrics: registered metrics (hook ``register_metrics``) computed on the query sets besides the
+            built-in ones, logged as ``<stage>/<name>`` and ``<stage>/<scenario>/<name>`` (see ``metrics``).
     """
 
     def __init__(
@@ -135,6 +147,7 @@ class MetaLearner(L.LightningModule):
         on_divergence: str = "raise",
         loss: str = "mse",
         inner_path: str = "auto",
+        extra_metrics: Optional[list[str]] = None,
     ) -> None:
         super().__init__()
         if on_divergence not in divergence.POLICIES:
@@ -150,12 +163,15 @@ class MetaLearner(L.LightningModule):
         self.save_hyperparameters(ignore=["optimizer"])
         self.hparams.schema = [asdict(f) for f in specs]  # plain data in hparams.yaml and checkpoints
         algorithm_cls = provenance.lookup("algorithm", algorithm, plugin_distributions)
-        network_cls = provenance.lookup("model", network, plugin_distributions)
+        network_cls = provenance.lookup("network", network, plugin_distributions)
         check_keywords(algorithm_cls, algorithm_args, "model.algorithm_args", f"algorithm '{algorithm}'",
                        reserved={k: f"model.{k}" for k in INNER_LOOP_OPTIONS})
         check_keywords(network_cls, network_args, "model.network_args", f"network '{network}'",
                        reserved={"schema": "the data (data.*)"})
-        self.hparams.plugin_distributions = provenance.record(("algorithm", algorithm), ("model", network))
+        metric_classes = {name: provenance.lookup("metric", name, plugin_distributions)
+                          for name in _metric_names(extra_metrics)}
+        self.hparams.plugin_distributions = provenance.record(("algorithm", algorithm), ("network", network),
+                                                              *(("metric", name) for name in metric_classes))
         self.network: nn.Module = network_cls(specs, **(network_args or {}))
         if rating_mean is not None and isinstance(self.network, RatingModel):
             self.network.rating_offset.fill_(rating_mean)
@@ -171,7 +187,7 @@ class MetaLearner(L.LightningModule):
         self.algorithm.bind(self.network)
         self.optimizer_factory: Callable = optimizer
         self.metrics = RatingMetrics(ndcg_k=tuple(ndcg_k), top_k=tuple(top_k), like_threshold=like_threshold,
-                                     rating_levels=rating_levels)
+                                     rating_levels=rating_levels, extra=metric_classes)
         self.skipped_tasks = 0  # tasks dropped by on_divergence="skip", all stages, this process
         self._epoch_skipped: dict[str, int] = {}  # stage -> tasks skipped / evaluated in this epoch
         self._epoch_evaluated: dict[str, int] = {}

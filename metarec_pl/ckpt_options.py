@@ -24,7 +24,8 @@ from typing import Any, Mapping, Optional
 from metarec_pl import plugins
 from metarec_pl.errors import CheckpointError, ConfigError
 
-EVALUATION = ("eval_inner_steps", "ndcg_k", "top_k", "like_threshold", "vmap_chunk_size", "on_divergence")
+EVALUATION = ("eval_inner_steps", "ndcg_k", "top_k", "like_threshold", "vmap_chunk_size", "on_divergence",
+              "extra_metrics")
 ADAPTATION = ("inner_steps", "inner_lr", "first_order", "loss")  # inner loop: these adapt at evaluation too
 STRUCTURAL = ("algorithm", "network", "network_args", "algorithm_args", "adapt")
 FROM_DATA = ("schema", "rating_mean", "num_users", "num_items", "rating_levels")
@@ -98,6 +99,36 @@ def _normal(key: str, value: Any, algorithm: str) -> Any:
     return value
 
 
+# an ``*_args`` option -> (plugin kind, the option naming its class)
+ARGS_KINDS = {"network_args": ("network", "network"), "algorithm_args": ("algorithm", "algorithm")}
+
+
+def _with_defaults(key: str, mine: dict, theirs: dict, saved: Mapping[str, Any]) -> tuple[dict, dict]:
+    """Both ``*_args`` mappings with the class's keyword defaults filled in for every key either one names, so
+    ``{}`` and ``{dim: 8}`` compare equal where 8 is the default."""
+    kind, option = ARGS_KINDS[key]
+    try:
+        defaults = keyword_defaults(plugins.get(kind, saved.get(option)))
+    except plugins.UnknownPluginError:
+        defaults = {}
+    named = set(mine) | set(theirs)
+    filled = {k: v for k, v in defaults.items() if k in named}
+    return {**filled, **mine}, {**filled, **theirs}
+
+
+def _check_structural(key: str, given: Mapping[str, Any], saved: Mapping[str, Any], algorithm: Any,
+                      path: str) -> None:
+    """``ConfigError`` when the given structural option ``key`` means something else than the checkpoint's."""
+    mine, theirs = _normal(key, given[key], algorithm), _normal(key, saved[key], algorithm)
+    if key in ARGS_KINDS:
+        mine, theirs = _with_defaults(key, mine, theirs, saved)
+    if mine != theirs:
+        shown = theirs if key in (*ARGS_KINDS, "adapt") else saved[key]
+        raise ConfigError(f"model.{key}: given {plain(given[key])!r}, but the checkpoint {path} was trained "
+                          f"with {shown!r}; expected the checkpoint's value (or leave model.{key} out: it is "
+                          f"taken from the checkpoint)")
+
+
 def resolve_model_options(saved: Mapping[str, Any], given: Mapping[str, Any], path: str,
                           accepted: Optional[set[str]] = None) -> dict[str, Any]:
     """The ``model.*`` options to take from the checkpoint's hyper-parameters ``saved``: those not ``given``.
@@ -108,24 +139,9 @@ def resolve_model_options(saved: Mapping[str, Any], given: Mapping[str, Any], pa
     saved = {k: plain(v) for k, v in saved.items() if not k.startswith("_")}
     given = {k: plain(v) for k, v in given.items()}
     algorithm = saved.get("algorithm", given.get("algorithm"))
-    for key in sorted(STRUCTURAL, key=STRUCTURAL.index):
-        if key not in given or key not in saved:
-            continue
-        mine, theirs = _normal(key, given[key], algorithm), _normal(key, saved[key], algorithm)
-        if key in ("network_args", "algorithm_args"):
-            kind = "model" if key == "network_args" else "algorithm"
-            name = saved.get("network" if key == "network_args" else "algorithm")
-            try:
-                defaults = keyword_defaults(plugins.get(kind, name))
-            except plugins.UnknownPluginError:
-                defaults = {}
-            mine = {**{k: v for k, v in defaults.items() if k in set(mine) | set(theirs)}, **mine}
-            theirs = {**{k: v for k, v in defaults.items() if k in set(mine) | set(theirs)}, **theirs}
-        if mine != theirs:
-            shown = theirs if key in ("network_args", "algorithm_args", "adapt") else saved[key]
-            raise ConfigError(f"model.{key}: given {plain(given[key])!r}, but the checkpoint {path} was trained "
-                              f"with {shown!r}; expected the checkpoint's value (or leave model.{key} out: it is "
-                              f"taken from the checkpoint)")
+    for key in STRUCTURAL:
+        if key in given and key in saved:
+            _check_structural(key, given, saved, algorithm, path)
     return {k: v for k, v in saved.items()
             if k not in given and k not in FROM_DATA and (accepted is None or k in accepted)}
 

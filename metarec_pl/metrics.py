@@ -20,6 +20,14 @@ Per ranking: ``precision@k``, ``recall@k``, ``hit@k``, ``ndcg@k`` (binary releva
 adaptation and, for gradient-based learners, before it (``_zero_shot``): ``val/full/recall@20``,
 ``test/user-cold/pool/hit@10_zero_shot``.
 
+Metrics from plugins (hook ``register_metrics``, chosen by ``MetaLearner(extra_metrics=[...])``): a subclass of
+``torchmetrics.Metric``, built with no argument, one instance per stage, scenario and kind (adapted / zero-shot),
+logged beside ``mae`` as ``<stage>/<name>``, ``<stage>/<scenario>/<name>`` and ``..._zero_shot``.  A
+``RetrievalMetric`` subclass is updated like nDCG: ``update(preds, target, indexes)`` per task, the rating as
+graded relevance, pooled as the task-weighted mean of the scenarios; any other ``Metric`` gets ``update(preds,
+target)``: ``[n]`` float predictions and ratings of every real (unpadded) query sample of the batch, pooled over
+tasks as MAE is.
+
 Per-task metrics (nDCG, the ``pool/`` ones) are computed once, per scenario: torchmetrics' retrieval classes
 evaluate each task in a Python loop, which dominated evaluation time.  Their pooled values are the task-weighted
 means of the scenarios' values (a task belongs to one scenario), with the task counts kept in ``SumMetric``s so
@@ -32,7 +40,7 @@ from typing import Optional, Sequence
 
 import torch
 from torch import Tensor, nn
-from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
+from torchmetrics import MeanAbsoluteError, MeanSquaredError, Metric, MetricCollection
 from torchmetrics.aggregation import SumMetric
 from torchmetrics.classification import BinaryAccuracy, BinaryRecall
 from torchmetrics.retrieval import (RetrievalAUROC, RetrievalHitRate, RetrievalMRR, RetrievalNormalizedDCG,
@@ -40,8 +48,10 @@ from torchmetrics.retrieval import (RetrievalAUROC, RetrievalHitRate, RetrievalM
 from torchmetrics.retrieval.base import RetrievalMetric
 
 from metarec_pl.data.types import TaskBatch
+from metarec_pl.errors import ConfigError
 
 POOLED = "*"
+BUILTIN_QUERY_METRICS = ("mae", "rmse", "like_acc", "like_recall", "mae_rounded")  # and ndcg@<k>
 DEFAULT_LIKE_THRESHOLD = 4.0  # a "like" on a 1-5 star scale, until the data set's own threshold is set
 
 
@@ -70,6 +80,23 @@ def ranking_metrics(top_k: Sequence[int]) -> dict[str, RetrievalMetric]:
     return out
 
 
+def check_extra_metric(name: str, cls: type) -> None:
+    """``ConfigError`` (one line) unless ``cls`` registered as ``name`` can join the query metrics: a name no
+    built-in metric has, without ``/`` or ``.`` (they separate stage, scenario and name), and a ``Metric`` that is
+    built with no argument."""
+    where = f"model.extra_metrics: metric '{name}'"
+    if name in BUILTIN_QUERY_METRICS or name.startswith("ndcg@"):
+        raise ConfigError(f"{where} has the name of a built-in metric; expected a name other than "
+                          f"{', '.join(BUILTIN_QUERY_METRICS)}, ndcg@<k> (register it under another name)")
+    if "/" in name or "." in name:
+        raise ConfigError(f"{where}: '/' and '.' cannot be part of a metric name; expected a name without them")
+    try:
+        cls()
+    except Exception as exc:
+        raise ConfigError(f"{where}: {cls.__qualname__}() failed ({type(exc).__name__}: "
+                          f"{(str(exc).splitlines() or [''])[0]}); expected a Metric built with no argument") from None
+
+
 class RatingMetrics(nn.Module):
     """Every metric of every stage and scenario (see the module docstring).
 
@@ -79,11 +106,18 @@ class RatingMetrics(nn.Module):
         like_threshold: a rating >= this is a "like" / a positive of the rankings (``None``: 4.0 until the data
             set's own threshold is given to ``like_threshold``).
         rating_levels: the discrete rating scale, for ``mae_rounded`` (``None``: left out).
+        extra: name -> ``torchmetrics.Metric`` subclass of the registered metrics to compute too (module
+            docstring); ``ConfigError`` (one line) for a name a built-in metric has or one that cannot be a metric
+            name, or a class that cannot be built with no argument.
     """
 
     def __init__(self, ndcg_k: Sequence[int] = (3,), top_k: Sequence[int] = (5, 10),
-                 like_threshold: Optional[float] = None, rating_levels: Optional[Sequence[float]] = None) -> None:
+                 like_threshold: Optional[float] = None, rating_levels: Optional[Sequence[float]] = None,
+                 extra: Optional[dict[str, type]] = None) -> None:
         super().__init__()
+        self.extra = dict(extra or {})
+        for name, cls in self.extra.items():
+            check_extra_metric(name, cls)
         self.ndcg_k = tuple(ndcg_k)
         levels = torch.tensor(sorted(rating_levels) if rating_levels else [], dtype=torch.float)
         self.register_buffer("rating_levels", levels, persistent=False)
@@ -93,23 +127,32 @@ class RatingMetrics(nn.Module):
         self.task_counts = nn.ModuleDict()  # the same key -> SumMetric: the tasks its per-task metrics average over
         self.scenario_ids: dict[str, int] = {}
 
+    def _query_metrics(self, pooled: bool) -> tuple[dict[str, Metric], dict[str, RetrievalMetric]]:
+        """(every query metric, the per-task ones among them) of one collection; a pooled collection has no
+        per-task metric: their pooled values are derived in ``compute``."""
+        extra = {name: cls() for name, cls in self.extra.items()}
+        per_task: dict[str, RetrievalMetric] = {}
+        if not pooled:
+            per_task = {f"ndcg@{k}": RetrievalNormalizedDCG(top_k=k) for k in self.ndcg_k}
+            per_task.update({n: m for n, m in extra.items() if isinstance(m, RetrievalMetric)})
+        metrics = {"mae": MeanAbsoluteError(), "rmse": MeanSquaredError(squared=False), **per_task,
+                   "like_acc": BinaryAccuracy(), "like_recall": BinaryRecall()}
+        if len(self.rating_levels):
+            metrics["mae_rounded"] = MeanAbsoluteError()
+        metrics.update({n: m for n, m in extra.items() if not isinstance(m, RetrievalMetric)})
+        return metrics, per_task
+
     def _collection(self, stage: str, scenario: str, kind: str, device: torch.device) -> tuple[str, MetricCollection]:
         """(key, collection) of ``kind``: ``adapted``/``zero_shot`` (query metrics) or ``<ranking>/adapted``,
         ``<ranking>/zero_shot`` (a ranking over candidates, e.g. ``pool/adapted``)."""
         key = f"{stage}|{scenario}|{kind}"
         if key not in self.sets:
-            per_task: dict[str, RetrievalMetric] = {}
             ranking = kind.split("/")[0] if "/" in kind else None
             if ranking is not None:
                 per_task = ranking_metrics(self.top_k)
                 metrics, prefix = per_task, f"{stage}/{scenario}/{ranking}/"
             else:
-                if scenario != POOLED:  # pooled per-task metrics are derived in ``compute``
-                    per_task = {f"ndcg@{k}": RetrievalNormalizedDCG(top_k=k) for k in self.ndcg_k}
-                metrics = {"mae": MeanAbsoluteError(), "rmse": MeanSquaredError(squared=False), **per_task,
-                           "like_acc": BinaryAccuracy(), "like_recall": BinaryRecall()}
-                if len(self.rating_levels):
-                    metrics["mae_rounded"] = MeanAbsoluteError()
+                metrics, per_task = self._query_metrics(pooled=scenario == POOLED)
                 prefix = f"{stage}/" if scenario == POOLED else f"{stage}/{scenario}/"
             postfix = "_zero_shot" if kind.endswith("zero_shot") else None
             self.sets[key] = MetricCollection(metrics, prefix=prefix, postfix=postfix).to(device)
@@ -130,7 +173,7 @@ class RatingMetrics(nn.Module):
             for base, metric in collection.items(keep_base=True):
                 if isinstance(metric, RetrievalMetric):
                     metric.update(break_ties(pred), target.float(), indexes=tasks)  # graded: any rating scale
-                elif isinstance(metric, (BinaryAccuracy, BinaryRecall)):
+                elif base in ("like_acc", "like_recall"):
                     metric.update((pred >= self.like_threshold).long(), (target >= self.like_threshold).long())
                 else:
                     metric.update(rounded if base == "mae_rounded" else pred, target)

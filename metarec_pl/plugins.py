@@ -18,6 +18,11 @@ and in ``skips()``; ``metarec plugins`` lists the rest and then the skipped ones
   registered at run time (in that order): a built-in always keeps its name.
 
 ``get`` for a name that was skipped raises ``UnknownPluginError`` naming the reason.
+
+Kinds (``KINDS``): ``algorithm``, ``network``, ``sampler``, ``dataset``, ``protocol``, ``metric``, one hook each.
+``register_models`` (``DEPRECATED_HOOKS``) is the old name of ``register_networks`` and ``"model"``
+(``KIND_ALIASES``) the old name of the kind: a plugin implementing the old hook still registers networks, with a
+``DeprecationWarning`` at registration and a line of ``notices()`` after the ``metarec plugins`` table.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import inspect
 import itertools
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Callable, Optional, TextIO
 
@@ -37,20 +42,29 @@ import pluggy
 from metarec_pl import hookspecs
 
 DISABLE_ENV = "METAREC_PL_DISABLE_PLUGINS"
-BUILTIN_PLUGINS = ("metarec_pl.builtin.algorithms", "metarec_pl.builtin.models",
-                   "metarec_pl.builtin.samplers", "metarec_pl.builtin.datasets")
+BUILTIN_PLUGINS = ("metarec_pl.builtin.algorithms", "metarec_pl.builtin.networks",
+                   "metarec_pl.builtin.samplers", "metarec_pl.builtin.datasets",
+                   "metarec_pl.builtin.protocols")
 BUILTIN_DISTRIBUTION = "metarec_pl"
 KINDS = {  # kind -> hook name
     "algorithm": "register_algorithms",
-    "model": "register_models",
+    "network": "register_networks",
     "sampler": "register_task_samplers",
     "dataset": "register_datasets",
+    "protocol": "register_protocols",
+    "metric": "register_metrics",
 }
+DEPRECATED_HOOKS = {"register_models": "register_networks"}  # old hook name -> the hook it is an alias of
+KIND_ALIASES = {"model": "network"}  # old kind names that ``get``, ``names`` and ``registrations`` still take
+HOOK_KINDS = {**{hook: kind for kind, hook in KINDS.items()},
+              **{old: next(k for k, h in KINDS.items() if h == new) for old, new in DEPRECATED_HOOKS.items()}}
 BASES = {  # kind -> (module, class names): every class of that kind subclasses the first of them the module has
     "algorithm": ("metarec_pl.algorithms.base", ("MetaAlgorithm", "Algorithm")),
-    "model": ("metarec_pl.models.base", ("RatingModel",)),
+    "network": ("metarec_pl.models.base", ("RatingModel",)),
     "sampler": ("metarec_pl.data.base", ("TaskSampler",)),
     "dataset": ("metarec_pl.data.base", ("RatingDataset",)),
+    "protocol": ("metarec_pl.data.protocols", ("Protocol",)),
+    "metric": ("torchmetrics", ("Metric",)),
 }
 _SOURCE_RANK = {"builtin": 0, "entry point": 1, "runtime": 2}
 
@@ -133,7 +147,7 @@ class Registration:
 
 pm = pluggy.PluginManager(hookspecs.PROJECT)
 pm.add_hookspecs(hookspecs)
-SPEC_ARGS = {hook: [p for p in inspect.signature(getattr(hookspecs, hook)).parameters] for hook in KINDS.values()}
+SPEC_ARGS = {hook: [p for p in inspect.signature(getattr(hookspecs, hook)).parameters] for hook in HOOK_KINDS}
 
 _distributions: dict[str, str] = {}  # plugin name -> distribution that provided it
 _sources: dict[str, tuple[int, int]] = {}  # plugin name -> (source rank, sequence): the order hooks are asked in
@@ -143,6 +157,7 @@ _load_skips: list[Skip] = []  # plugins that failed to import or validate while 
 _registry: dict[str, dict[str, Registration]] | None = None
 _name_skips: dict[tuple[str, str], Skip] = {}  # (kind, name) -> why that registration was skipped
 _plugin_skips: list[Skip] = []  # plugins whose hooks raised at the latest rebuild
+_notices: dict[str, str] = {}  # plugin name -> a line about a deprecated hook it implements (``metarec plugins``)
 _reported: set[str] = set()  # lines already printed on stderr in this process
 skipped: list[str] = []  # the lines of ``skips()`` after the latest rebuild (``metarec plugins`` prints them)
 
@@ -161,10 +176,12 @@ def base_class(kind: str, import_base: bool = True) -> Optional[type]:
 
 
 def base_name(kind: str) -> str:
-    """``"metarec_pl.<base class>"`` of ``kind``, for messages; imports nothing."""
-    module = sys.modules.get(BASES[kind][0])
-    names = [n for n in BASES[kind][1] if module is None or hasattr(module, n)] or list(BASES[kind][1])
-    return f"metarec_pl.{names[0]}"
+    """``"metarec_pl.<base class>"`` (or ``"torchmetrics.Metric"``) of ``kind``, for messages; imports nothing."""
+    module_name, class_names = BASES[kind]
+    module = sys.modules.get(module_name)
+    names = [n for n in class_names if module is None or hasattr(module, n)] or list(class_names)
+    package = "metarec_pl" if module_name.startswith("metarec_pl") else module_name
+    return f"{package}.{names[0]}"
 
 
 def _kind_problem(kind: str, obj: Any, import_base: bool) -> Optional[str]:
@@ -182,33 +199,45 @@ def _blocked() -> set[str]:
     return {n.strip() for n in os.environ.get(DISABLE_ENV, "").split(",") if n.strip()}
 
 
+def _signature_problem(plugin: object, attr: str) -> Optional[str]:
+    """Why hook ``attr`` of ``plugin`` (a metarec_pl hook) cannot be called as its spec calls it (None: it can)."""
+    try:
+        params = list(inspect.signature(getattr(plugin, attr)).parameters.values())
+    except (TypeError, ValueError):  # no signature to read: pluggy will tell at the call
+        return None
+    if params and params[0].name == "self":
+        params = params[1:]
+    required = [p.name for p in params if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    extra = [n for n in required if n not in SPEC_ARGS[attr]]
+    if not extra:
+        return None
+    shown = ", ".join(p.name for p in params)
+    return (f"hook {attr}({shown}) has argument(s) {', '.join(extra)} that the spec does not pass; "
+            f"expected {attr}({', '.join(SPEC_ARGS[attr])})")
+
+
+def _hook_options(plugin: object, attr: str) -> Optional[dict]:
+    """pluggy's hook options of attribute ``attr`` (None: it is no hook implementation, or cannot be read)."""
+    try:
+        return pm.parse_hookimpl_opts(plugin, attr)
+    except Exception:  # an attribute that cannot even be read is no hook
+        return None
+
+
 def _hook_problem(plugin: object) -> Optional[str]:
     """The first hook of ``plugin`` that metarec_pl cannot call, in words (None if every hook is fine)."""
-    expected = ", ".join(f"{hook}({', '.join(args)})" for hook, args in SPEC_ARGS.items())
+    expected = ", ".join(f"{hook}({', '.join(SPEC_ARGS[hook])})" for hook in KINDS.values())  # not the old names
     for attr in dir(plugin):
-        try:
-            opts = pm.parse_hookimpl_opts(plugin, attr)
-        except Exception:  # an attribute that cannot even be read is no hook
-            continue
+        opts = _hook_options(plugin, attr)
         if opts is None:
             continue
         if attr not in SPEC_ARGS:
             if opts.get("optionalhook"):
                 continue
             return f"hook '{attr}' is not a metarec_pl hook; expected one of: {expected}"
-        try:
-            params = list(inspect.signature(getattr(plugin, attr)).parameters.values())
-        except (TypeError, ValueError):
-            continue
-        if params and params[0].name == "self":
-            params = params[1:]
-        required = [p.name for p in params if p.default is p.empty
-                    and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-        extra = [n for n in required if n not in SPEC_ARGS[attr]]
-        if extra:
-            shown = ", ".join(p.name for p in params)
-            return (f"hook {attr}({shown}) has argument(s) {', '.join(extra)} that the spec does not pass; "
-                    f"expected {attr}({', '.join(SPEC_ARGS[attr])})")
+        problem = _signature_problem(plugin, attr)
+        if problem:
+            return problem
     return None
 
 
@@ -329,68 +358,103 @@ def _impl(hook_name: str, plugin: object):
                  if impl.plugin is plugin and not (impl.hookwrapper or impl.wrapper)), None)
 
 
+def _target_problem(kind: str, name: Any, target: Any) -> Optional[str]:
+    """Why ``register(name, target)`` cannot register a ``kind`` (None: it can), without importing anything."""
+    if not isinstance(name, str) or not name:
+        return f"the name {name!r} is not a non-empty str; expected register(\"short-name\", cls)"
+    expected = f"expected a subclass of {base_name(kind)} or its 'module:Class' reference"
+    if isinstance(target, str):
+        module_name, colon, attr = target.partition(":")
+        return None if colon and module_name and attr else (f"the reference {target!r} has no 'module:Class' form; "
+                                                            f"{expected}")
+    problem = _kind_problem(kind, target, import_base=False)
+    return f"it registers {problem}; {expected}" if problem else None
+
+
+@dataclass
+class _Staging:
+    """One plugin's registrations while its hooks run (kept only when every hook returns), and the names refused."""
+
+    plugin: str
+    distribution: str
+    registry: dict[str, dict[str, Registration]]  # what the plugins asked before this one registered
+    kept: list[Registration] = field(default_factory=list)
+    refused: dict[tuple[str, str], Skip] = field(default_factory=dict)
+
+    def register(self, name: Any, target: Any, kind: str) -> None:
+        """The ``register`` a hook receives: checks one registration, stages it or records why not."""
+        problem = _target_problem(kind, name, target)
+        if problem is None:
+            reg = Registration(kind, name, target, self.plugin, self.distribution)
+            known = self.registry[kind].get(name) or next((r for r in self.kept if (r.kind, r.name) == (kind, name)),
+                                                          None)
+            if known is None:
+                self.kept.append(reg)
+            elif not (known.target is target or known.reference == reg.reference):  # the same class twice is fine
+                owner = "the built-in" if known.distribution == BUILTIN_DISTRIBUTION else "plugin"
+                problem = (f"{owner} '{known.plugin}' from {known.distribution} registered '{name}' first "
+                           f"({known.reference}); expected a name no other plugin registers (the first registration "
+                           f"keeps it)")
+        if problem is not None:
+            self.refused.setdefault((kind, str(name)), Skip(self.plugin, self.distribution, problem, kind, str(name)))
+
+    def call_hooks(self, plugin: object) -> Optional[Skip]:
+        """Run every hook ``plugin`` implements (a deprecated one as the hook it is an alias of); the whole plugin's
+        ``Skip`` when one raises, else None."""
+        hook_name = ""
+        try:
+            for hook_name, kind in HOOK_KINDS.items():
+                impl = _impl(hook_name, plugin)
+                if impl is None:
+                    continue
+                if hook_name in DEPRECATED_HOOKS:
+                    _notices.setdefault(self.plugin, f"metarec_pl: plugin '{self.plugin}' from {self.distribution} "
+                                        f"implements {hook_name}, the deprecated name of "
+                                        f"{DEPRECATED_HOOKS[hook_name]}: its {kind}s are registered; expected "
+                                        f"{DEPRECATED_HOOKS[hook_name]} (rename the hook)")
+                args = {"register": _bind(self.register, kind)}
+                impl.function(*[args[a] for a in impl.argnames], **{a: args[a] for a in impl.kwargnames if a in args})
+        except Exception as exc:  # a broken hook must not take the rest down: drop the whole plugin
+            return Skip(self.plugin, self.distribution, f"its hook {hook_name} raised {_one_line(exc)}; expected it to "
+                                                        f"call register(name, cls) and return")
+        return None
+
+
 def _collect() -> dict[str, dict[str, Registration]]:
+    """Ask every plugin's hooks (built-ins first, see the module docstring) and keep what they register, once until
+    ``invalidate``; reports what was skipped."""
     global _registry
     if _registry is not None:
         return _registry
     _load()
     registry: dict[str, dict[str, Registration]] = {kind: {} for kind in KINDS}
+    _notices.clear()
     name_skips: dict[tuple[str, str], Skip] = {}
     plugin_skips: list[Skip] = []
     for plugin_name in sorted(_sources, key=_sources.__getitem__):
         plugin = pm.get_plugin(plugin_name)
         if plugin is None:
             continue
-        dist = _distributions.get(plugin_name, "?")
-        staged: list[Registration] = []
-        staged_skips: dict[tuple[str, str], Skip] = {}
-
-        def register(name: Any, target: Any, _kind: str = "", _plugin: str = plugin_name, _dist: str = dist) -> None:
-            """The ``register`` a hook receives: checks one registration, stages it or records why not."""
-            def refuse(reason: str) -> None:
-                staged_skips.setdefault((_kind, str(name)), Skip(_plugin, _dist, reason, _kind, str(name)))
-
-            if not isinstance(name, str) or not name:
-                return refuse(f"the name {name!r} is not a non-empty str; expected register(\"short-name\", cls)")
-            expected = f"expected a subclass of {base_name(_kind)} or its 'module:Class' reference"
-            if isinstance(target, str):
-                module_name, colon, attr = target.partition(":")
-                if not (colon and module_name and attr):
-                    return refuse(f"the reference {target!r} has no 'module:Class' form; {expected}")
-            else:
-                problem = _kind_problem(_kind, target, import_base=False)
-                if problem:
-                    return refuse(f"it registers {problem}; {expected}")
-            reg = Registration(_kind, name, target, _plugin, _dist)
-            known = registry[_kind].get(name) or next((r for r in staged if (r.kind, r.name) == (_kind, name)), None)
-            if known is not None:
-                if known.target is target or known.reference == reg.reference:
-                    return  # the same class (or its reference) twice is no conflict
-                owner = "the built-in" if known.distribution == BUILTIN_DISTRIBUTION else "plugin"
-                return refuse(f"{owner} '{known.plugin}' from {known.distribution} registered '{name}' first "
-                              f"({known.reference}); expected a name no other plugin registers "
-                              f"(the first registration keeps it)")
-            staged.append(reg)
-
-        hook_name = ""
-        try:
-            for kind, hook_name in KINDS.items():
-                impl = _impl(hook_name, plugin)
-                if impl is None:
-                    continue
-                args = {"register": _bind(register, kind)}
-                impl.function(*[args[a] for a in impl.argnames], **{a: args[a] for a in impl.kwargnames if a in args})
-        except Exception as exc:  # a broken hook must not take the rest down: drop the whole plugin
-            skip = Skip(plugin_name, dist, f"its hook {hook_name} raised {_one_line(exc)}; expected it to call "
-                                           f"register(name, cls) and return")
-            plugin_skips.append(skip)
-            for r in staged:
-                name_skips.setdefault((r.kind, r.name), skip)
+        staging = _Staging(plugin_name, _distributions.get(plugin_name, "?"), registry)
+        failure = staging.call_hooks(plugin)
+        if failure is not None:  # what it registered before raising is dropped too
+            plugin_skips.append(failure)
+            for r in staging.kept:
+                name_skips.setdefault((r.kind, r.name), failure)
             continue
-        for r in staged:
+        for r in staging.kept:
             registry[r.kind][r.name] = r
-        for key, skip in staged_skips.items():
+        for key, skip in staging.refused.items():
             name_skips.setdefault(key, skip)
+    _publish(registry, name_skips, plugin_skips)
+    return registry
+
+
+def _publish(registry: dict[str, dict[str, Registration]], name_skips: dict[tuple[str, str], Skip],
+             plugin_skips: list[Skip]) -> None:
+    """Make a rebuilt registry current: remember and report what was skipped (a name that another plugin
+    registered after all is no longer missing)."""
+    global _registry
     _name_skips.clear()
     _name_skips.update({key: s for key, s in name_skips.items() if key[1] not in registry.get(key[0], {})})
     all_skips = [*_load_skips, *plugin_skips, *(s for s in name_skips.values() if s.name is not None)]
@@ -399,7 +463,13 @@ def _collect() -> dict[str, dict[str, Registration]]:
     skipped[:] = list(dict.fromkeys(s.line for s in all_skips))
     _plugin_skips[:] = plugin_skips
     _registry = registry
-    return registry
+
+
+def notices() -> list[str]:
+    """One line per plugin that implements a deprecated hook (its registrations still count), as of the latest
+    rebuild."""
+    _collect()
+    return list(_notices.values())
 
 
 def skips() -> list[Skip]:
@@ -415,12 +485,17 @@ def registrations(kind: str | None = None) -> list[Registration]:
     """Every registered name (of one kind, or of all kinds), sorted by kind then name.  Imports nothing: a lazy
     reference is imported when its ``obj`` is first read."""
     reg = _collect()
-    kinds = [kind] if kind else list(KINDS)
+    kinds = [canonical_kind(kind)] if kind else list(KINDS)
     return [reg[k][n] for k in kinds for n in sorted(reg[k])]
 
 
+def canonical_kind(kind: str) -> str:
+    """``kind``, or the kind an old name stands for (``"model"`` -> ``"network"``)."""
+    return KIND_ALIASES.get(kind, kind)
+
+
 def names(kind: str) -> list[str]:
-    return sorted(_collect()[kind])
+    return sorted(_collect()[canonical_kind(kind)])
 
 
 def get(kind: str, name: str) -> Any:
@@ -432,6 +507,7 @@ def get(kind: str, name: str) -> Any:
     reference cannot be imported or is not a class of the right kind.
     """
     reg = _collect()
+    kind = canonical_kind(kind)
     if kind not in reg:
         raise UnknownPluginError(f"unknown plugin kind '{kind}'; expected one of: {', '.join(KINDS)}")
     found = reg[kind].get(name)
@@ -445,6 +521,7 @@ def why_missing(kind: str, name: str) -> str:
     """``""``, or ``"; '<name>' was skipped: <reason>"`` for a registration that was skipped, or ``"; plugin(s)
     skipped at load, which may have provided it: ..."`` when some plugin failed to load (one line either way)."""
     _collect()
+    kind = canonical_kind(kind)
     skip = _name_skips.get((kind, name))
     if skip is not None:
         return f"; '{name}' was skipped: {skip.line.removeprefix('metarec_pl: skipped ')}"
@@ -458,8 +535,21 @@ def get_algorithm(name: str) -> Any:
     return get("algorithm", name)
 
 
+def get_network(name: str) -> Any:
+    return get("network", name)
+
+
 def get_model(name: str) -> Any:
-    return get("model", name)
+    """Deprecated name of ``get_network``."""
+    return get("network", name)
+
+
+def get_protocol(name: str) -> Any:
+    return get("protocol", name)
+
+
+def get_metric(name: str) -> Any:
+    return get("metric", name)
 
 
 def get_task_sampler(name: str) -> Any:
@@ -474,6 +564,8 @@ def table_lines(check: bool = False) -> tuple[list[str], list[str]]:
     """``metarec plugins``: (the table of kind, name, distribution, plugin, reference; the skipped lines).
 
     Imports nothing unless ``check``, which imports every lazy reference and adds a line for each that fails.
+    Plugins that implement a deprecated hook get a line of their own in the table's list (``notices``), which is
+    no problem for ``check``.
     """
     regs = registrations()
     problems = list(skipped)
@@ -491,11 +583,12 @@ def table_lines(check: bool = False) -> tuple[list[str], list[str]]:
 
 
 def print_table(out: Optional[TextIO] = None, check: bool = False) -> int:
-    """Print ``table_lines`` (the table, then the skipped lines) to ``out``; returns the exit code: 2 when ``check``
-    found a problem (a skipped plugin or name, a reference that does not import), else 0."""
+    """Print ``table_lines`` (the table, then the deprecation notices, then the skipped lines) to ``out``; returns
+    the exit code: 2 when ``check`` found a problem (a skipped plugin or name, a reference that does not import),
+    else 0."""
     out = sys.stdout if out is None else out
     table, problems = table_lines(check=check)
-    for line in (*table, *problems):
+    for line in (*table, *notices(), *problems):
         print(line, file=out)
     return 2 if check and problems else 0
 

@@ -1,6 +1,6 @@
 """Which distribution provided each plugin a run uses, so saved configs and checkpoints can name it.
 
-``MetaLearner`` records ``{"algorithm/residual-mean": "my-algo", "model/melu": "metarec_pl"}`` in its hyper-
+``MetaLearner`` records ``{"algorithm/residual-mean": "my-algo", "network/melu": "metarec_pl"}`` in its hyper-
 parameters (hence in ``hparams.yaml``, in every checkpoint, and in the CLI's saved ``config.yaml``).  Loading one
 where a recorded name is no longer registered fails in one line that says which distribution to install.
 """
@@ -16,6 +16,14 @@ def key(kind: str, name: str) -> str:
     return f"{kind}/{name}"
 
 
+def recorded_distribution(recorded: Optional[dict[str, str]], kind: str, name: str) -> Optional[str]:
+    """The distribution ``recorded`` names for (kind, name); a record made before a kind was renamed (``model/melu``
+    for the network ``melu``) counts too."""
+    recorded = recorded or {}
+    old = [alias for alias, new in plugins.KIND_ALIASES.items() if new == kind]
+    return next((recorded[k] for k in (key(kind, name), *(key(a, name) for a in old)) if k in recorded), None)
+
+
 def distribution(kind: str, name: str) -> str:
     """The distribution that registered ``name`` (``metarec_pl`` for built-ins, ``(runtime)`` for run-time ones)."""
     return next(r.distribution for r in plugins.registrations(kind) if r.name == name)
@@ -29,7 +37,7 @@ def lookup(kind: str, name: str, recorded: Optional[dict[str, str]] = None) -> A
     except plugins.PluginLoadError:
         raise  # registered, but its reference is broken: the message already names plugin and reference
     except plugins.UnknownPluginError as exc:
-        dist = (recorded or {}).get(key(kind, name))
+        dist = recorded_distribution(recorded, kind, name)
         if dist is None:
             raise
         if dist.startswith("("):
@@ -42,5 +50,5 @@ def lookup(kind: str, name: str, recorded: Optional[dict[str, str]] = None) -> A
 
 
 def record(*used: tuple[str, str]) -> dict[str, str]:
-    """``record(("algorithm", "residual-mean"), ("model", "melu"))`` -> ``{"algorithm/residual-mean": "my-algo", ...}``."""
+    """``record(("algorithm", "residual-mean"), ("network", "melu"))`` -> ``{"algorithm/residual-mean": "my-algo", ...}``."""
     return {key(kind, name): distribution(kind, name) for kind, name in used}

@@ -77,8 +77,8 @@ def test_plugins_lists_every_builtin(tmp_path):
     rows = {tuple(line.split()[:3]) for line in out.stdout.splitlines()[1:]}
     for kind, name in [("algorithm", "maml"), ("algorithm", "fomaml"), ("algorithm", "metasgd"),
                        ("algorithm", "reptile"), ("algorithm", "anil"), ("algorithm", "none"),
-                       ("model", "melu"), ("model", "mlp"), ("sampler", "user"), ("sampler", "item"),
-                       ("dataset", "synthetic")]:
+                       ("network", "melu"), ("network", "mlp"), ("sampler", "user"), ("sampler", "item"),
+                       ("dataset", "synthetic"), ("protocol", "user-cold"), ("protocol", "melu")]:
         assert (kind, name, "metarec_pl") in rows
 
 

@@ -9,7 +9,7 @@ from metarec_pl.data.base import ItemTaskSampler, UserTaskSampler
 from metarec_pl.data.melu_release import MeLUMovieLens1M
 from metarec_pl.data.module import MetaDataModule
 from metarec_pl.data.movielens import MovieLens100K
-from metarec_pl.data.protocols import PROTOCOLS
+from metarec_pl import plugins
 from metarec_pl.data.types import DataError
 
 CASES = [  # (protocol, options, data set)
@@ -166,13 +166,15 @@ def test_melu_release_times_read_released_else_year(tmp_path):
 
 
 def test_unknown_protocol_or_option_is_one_line(roots):
-    with pytest.raises(DataError, match="unknown protocol 'warm'; expected one of: melu, user-cold"):
+    with pytest.raises(DataError) as unknown:
         MovieLens100K(root=roots["ml100k"], protocol="warm")
+    assert str(unknown.value) == ("data.dataset_args.protocol: unknown protocol 'warm'; available: given, item-cold, "
+                                  "melu, temporal, user-cold")
     with pytest.raises(DataError, match="data.dataset_args: unknown option 'k' for data set MovieLens100K"):
         MovieLens100K(root=roots["ml100k"], k=5)
     with pytest.raises(DataError, match="protocol 'melu' needs MeLU's state files"):
         _load(roots, "melu", {}, "ml100k")
-    assert all(p.version >= 1 for p in PROTOCOLS.values())
+    assert all(r.obj.version >= 1 for r in plugins.registrations("protocol"))
 
 
 @pytest.mark.parametrize("sampler", ["user", "item"])

@@ -101,9 +101,9 @@ FAULTY = {  # module -> (source, what its one line says after "from <dist>: ")
         import metarec_pl
 
         @metarec_pl.hookimpl
-        def register_models(register):
+        def register_networks(register):
             raise KeyError("no such setting")
-        """, "its hook register_models raised KeyError: 'no such setting'; expected it to call register(name, cls) "
+        """, "its hook register_networks raised KeyError: 'no such setting'; expected it to call register(name, cls) "
              "and return"),
     "clashing_plugin": ("""
         import metarec_pl
@@ -128,7 +128,8 @@ FAULTY = {  # module -> (source, what its one line says after "from <dist>: ")
         def register_algos(register):
             pass
         """, "hook 'register_algos' is not a metarec_pl hook; expected one of: register_algorithms(register), "
-             "register_models(register), register_task_samplers(register), register_datasets(register)"),
+             "register_networks(register), register_task_samplers(register), register_datasets(register), "
+             "register_protocols(register), register_metrics(register)"),
     "notaclass_plugin": ("""
         import metarec_pl
 

@@ -120,6 +120,9 @@ class TaskSampler:
         return int(small.sum()), int(present.sum())
 
     def tasks(self, data: RatingData, rows: Tensor, seed: int, name: str = "") -> list[Task]:
+        """The tasks of ``rows`` (one scenario): one per ``group_by`` id with at least ``min_rows`` rows (or with a
+        published support/query split), split as the class docstring says; ``seed`` seeds the random splits and
+        the negatives.  ``DataError`` when no group is big enough (``name`` says where)."""
         if self.order == "time" and data.time is None:
             raise DataError(f"{name or 'task sampler'}: order='time' needs timestamps, and this data set has none")
         keys = (data.user if self.group_by == "user" else data.item)[rows]
@@ -127,38 +130,39 @@ class TaskSampler:
         rows, keys = rows[order], keys[order]
         uniq, counts = torch.unique_consecutive(keys, return_counts=True)
         gen = torch.Generator().manual_seed(seed)
+        groups = torch.split(rows, counts.tolist())
+        parts = torch.split(data.part[rows], counts.tolist()) if data.part is not None else [None] * len(groups)
+        made = [self._task(data, key, group, part, gen) for key, group, part in zip(uniq.tolist(), groups, parts)]
+        tasks = [t for t in made if t is not None]
         source = self.negative_source(data, rows)
-        negative_gen = torch.Generator().manual_seed(negatives_seed(seed, self.negative_seed))
-        part = data.part[rows] if data.part is not None else None
-        parts = torch.split(part, counts.tolist()) if part is not None else None
-        tasks, dropped = [], 0
-        for n, (key, group) in enumerate(zip(uniq.tolist(), torch.split(rows, counts.tolist()))):
-            if parts is not None and bool((parts[n] > 0).any()):  # a published support/query split: kept
-                support, query = group[parts[n] == 1], group[parts[n] == 2]
-                if len(support) == 0 or len(query) == 0:
-                    dropped += 1
-                    continue
-                tasks.append(Task(key, support, query))
-            elif len(group) < self.query_size + self.min_support:
-                dropped += 1
-                continue
-            elif self.order == "time":
-                group = group[torch.argsort(data.time[group], stable=True)]
-                support, query = group[: -self.query_size], group[-self.query_size:]
-                if self.max_support is not None:
-                    support = support[-self.max_support:]  # the most recent history
-                tasks.append(Task(key, support, query))
-            else:
-                tasks.append(Task(key, *self.split(group, gen), pool=group))
         if source is not None:
+            negative_gen = torch.Generator().manual_seed(negatives_seed(seed, self.negative_seed))
             tasks = [self.with_negatives(replace(t, negatives_from=source), negative_gen) for t in tasks]
+        dropped = len(made) - len(tasks)
         if dropped:
             log.info("%s: dropped %d of %d %ss with fewer than %d rows", name or "sampler", dropped, len(uniq),
-                     self.group_by, self.query_size + self.min_support)
+                     self.group_by, self.min_rows)
         if not tasks:
-            raise DataError(f"{name or 'task sampler'}: no {self.group_by} has the {self.query_size + self.min_support}"
+            raise DataError(f"{name or 'task sampler'}: no {self.group_by} has the {self.min_rows}"
                             f" rows a task needs (query_size={self.query_size}, min_support={self.min_support})")
         return tasks
+
+    def _task(self, data: RatingData, key: int, group: Tensor, part: Optional[Tensor],
+              generator: torch.Generator) -> Optional[Task]:
+        """The task of one group's rows (``None``: dropped): a published split kept as it is, else ``order``'s
+        split; a random split draws from ``generator`` (so groups must come in key order)."""
+        if part is not None and bool((part > 0).any()):  # a published support/query split: kept
+            support, query = group[part == 1], group[part == 2]
+            return Task(key, support, query) if len(support) and len(query) else None
+        if len(group) < self.min_rows:
+            return None
+        if self.order == "time":
+            group = group[torch.argsort(data.time[group], stable=True)]
+            support, query = group[: -self.query_size], group[-self.query_size:]
+            if self.max_support is not None:
+                support = support[-self.max_support:]  # the most recent history
+            return Task(key, support, query)
+        return Task(key, *self.split(group, generator), pool=group)
 
     def split(self, group: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """A random (support, query) split of a group's rows: ``query_size`` rows judge, the rest adapt."""

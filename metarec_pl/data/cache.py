@@ -30,7 +30,7 @@ from torch import Tensor
 
 from metarec_pl.data import protocols
 from metarec_pl.data.base import RatingDataset
-from metarec_pl.data.types import FeatureSpec, RatingData
+from metarec_pl.data.types import DataError, FeatureSpec, RatingData
 
 log = logging.getLogger(__name__)
 
@@ -171,11 +171,26 @@ def cached(kind: str, options: dict[str, Any], files: list[Path], build, cache_d
 
 
 class FileDataset(RatingDataset):
-    """A data set read from files under ``root`` and split by a named protocol, with a cached result.
+    """A data set read from files under ``root``, split by a named protocol, with a cached result: the base of every
+    built-in file data set and the one to subclass for a new file format (docs/plugins.md has a tutorial).
 
-    Subclasses implement ``files()`` (every input file) and ``read()`` (-> ``RatingData`` without splits, and the
-    rows' state labels if the data set has them).  Options a subclass keeps in ``self.options`` are part of the
-    cache key; ``protocol_options`` (e.g. ``seed``, ``val_fraction``) are the protocol's.
+    A subclass sets ``kind`` (a short name: the cache folder's prefix and the name in messages) and implements
+    ``files()`` (every input file: their contents are part of the cache key, so an edited file is never served
+    stale) and ``read()`` -> ``(RatingData with splits={}, state)``: ``state`` is ``None`` or ``[N]`` long labels
+    indexing ``state_names`` (e.g. MeLU's warm/cold state files), which protocols such as ``melu`` and ``given``
+    read.  Options the subclass keeps in ``self.options`` (plain data) are part of the cache key too; every other
+    keyword argument (``seed``, ``val_fraction``, ...) goes to the protocol, chosen by ``protocol`` (any registered
+    name, ``metarec plugins`` lists them).  ``load()`` = the cache entry for (class kind, options, protocol name and
+    version, file contents), else ``build()`` = ``read()`` + the protocol's split, stored.  Bad files or options:
+    raise ``DataError`` (one line naming file, line and column and what was expected).
+
+    Args:
+        root: the folder holding the files.
+        protocol: the registered protocol that decides the splits (default ``user-cold``).
+        cache_dir: the cache folder (default ``$METAREC_PL_CACHE``, else ``~/.cache/metarec_pl``).
+        cache: ``False`` reads the files every time.
+        **protocol_options: the protocol's options; an unknown one is a one-line ``DataError`` naming both this
+            class's options and the protocol's.
     """
 
     kind = "file"
@@ -184,17 +199,16 @@ class FileDataset(RatingDataset):
     def __init__(self, root: Optional[str] = None, protocol: str = "user-cold", cache_dir: Optional[str] = None,
                  cache: bool = True, **protocol_options: Any) -> None:
         super().__init__(root)
-        if protocol in protocols.PROTOCOLS:  # a key neither the data set nor its protocol takes: one line
+        self.protocol = protocols.lookup(protocol)
+        taken = list(self.protocol.options())
+        unknown = [k for k in protocol_options if k not in taken]
+        if unknown:  # a key neither the data set nor its protocol takes: one line
             own = [n for n, p in inspect.signature(type(self)).parameters.items()
                    if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and n != "root"]
-            taken = list(protocols.PROTOCOLS[protocol].options())
-            unknown = [k for k in protocol_options if k not in taken]
-            if unknown:
-                raise protocols.DataError(
-                    f"data.dataset_args: unknown option {unknown[0]!r} for data set {type(self).__name__}: neither "
-                    f"its own ({', '.join(own)}) nor its protocol's (protocol {protocol!r}: unknown option(s) "
-                    f"{', '.join(map(str, unknown))}; expected some of: {', '.join(taken)})")
-        self.protocol = protocols.get(protocol, protocol_options)
+            raise DataError(
+                f"data.dataset_args: unknown option {unknown[0]!r} for data set {type(self).__name__}: neither "
+                f"its own ({', '.join(own)}) nor its protocol's (protocol {protocol!r}: unknown option(s) "
+                f"{', '.join(map(str, unknown))}; expected some of: {', '.join(taken)})")
         self.protocol_options = protocol_options
         self.cache_dir, self.use_cache = cache_dir, cache
         self.options: dict[str, Any] = {}
@@ -205,9 +219,11 @@ class FileDataset(RatingDataset):
         return self.protocol.sampler_order
 
     def files(self) -> list[Path]:
+        """Every input file (their contents are hashed into the cache key); ``DataError`` for a missing one."""
         raise NotImplementedError
 
     def read(self) -> tuple[RatingData, Optional[Tensor]]:
+        """The data without splits (``splits={}``) and the rows' ``[N]`` state labels (``None``: none)."""
         raise NotImplementedError
 
     def item_times(self) -> Optional[Tensor]:
@@ -219,7 +235,7 @@ class FileDataset(RatingDataset):
         data, state = self.read()
         rows = protocols.Rows(data.user, data.item, data.time, state, self.state_names, name=self.kind,
                               item_time=self.item_times())
-        data.splits = protocols.make_splits(self.protocol.name, rows, self.protocol_options)
+        data.splits = protocols.make_splits(self.protocol, rows, self.protocol_options)
         return data
 
     def load(self) -> RatingData:

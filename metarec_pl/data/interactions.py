@@ -83,16 +83,25 @@ def read_table(path: Path, fmt: str = "auto", sep: Optional[str] = None, header:
     if fmt == "auto":
         fmt = "parquet" if path.suffix == ".parquet" else "text"
     if fmt == "parquet":
-        try:
-            frame = pd.read_parquet(path)
-        except Exception as exc:  # pyarrow raises several types for a non-Parquet file
-            raise DataError(f"{path}: not a readable Parquet file ({type(exc).__name__}); expected Parquet") from None
-        return Table(path, frame.astype(str).where(frame.notna(), ""), None, True)
+        return _read_parquet(path)
     if fmt not in ("text", "csv", "tsv"):
         raise DataError(f"{path}: format must be auto, csv, tsv, text or parquet, got {fmt!r}")
     sep = sep or {"csv": ",", "tsv": "\t"}.get(fmt) or SEPARATORS.get(path.suffix)
     if sep is None:
         raise DataError(f"{path}: cannot tell the separator from the suffix {path.suffix!r}; set sep")
+    return _read_text_table(path, sep, header, encoding)
+
+
+def _read_parquet(path: Path) -> Table:
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises several types for a non-Parquet file
+        raise DataError(f"{path}: not a readable Parquet file ({type(exc).__name__}); expected Parquet") from None
+    return Table(path, frame.astype(str).where(frame.notna(), ""), None, True)
+
+
+def _read_text_table(path: Path, sep: str, header: bool, encoding: str) -> Table:
+    """A text table separated by ``sep`` (a multi-character one such as ``::`` too), every value a string."""
     text = read_text(path, (encoding,))
     body = text.replace(sep, "\t") if len(sep) > 1 else text
     try:
@@ -134,6 +143,113 @@ def parse_label(label: str) -> tuple[str, str, int]:
     return stage, scenario, part
 
 
+def _times(log: Table, col: Column) -> np.ndarray:
+    """[N] float64 timestamps of column ``col``: numbers as written, dates (ISO or what pandas reads) as seconds
+    since 1970; ``DataError`` naming file, line and column for a value that is neither."""
+    raw = log.column(col, "time")
+    time = pd.to_numeric(raw, errors="coerce").to_numpy(np.float64)
+    if np.isnan(time).any() and not np.isnan(time[0]):  # a column of numbers with a bad value
+        row = int(np.argmax(np.isnan(time)))
+        raise DataError(f"{log.where(row)}, column {col}: {raw.iloc[row]!r} is not a number; expected "
+                        "a timestamp like the rows before it")
+    if not np.isnan(time).any():
+        return time
+    time = pd.to_datetime(raw, errors="coerce", utc=True).to_numpy("datetime64[ns]").astype(np.float64)  # dates
+    bad = np.isnan(time) | (time < -9e18)
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise DataError(f"{log.where(row)}, column {col}: {raw.iloc[row]!r} is neither a number "
+                        "nor a date; expected a timestamp")
+    return time / 1e9
+
+
+def _labels(log: Table, col: Column) -> np.ndarray:
+    """[N] split labels of column ``col`` (spaces removed); ``DataError`` naming file, line and column for a value
+    that is no split."""
+    labels = np.char.strip(log.column(col, "split").to_numpy(str))
+    for value in pd.unique(labels):
+        try:
+            parse_label(value)
+        except ValueError:
+            row = int(np.argmax(labels == value))
+            raise DataError(f"{log.where(row)}, column {col}: {str(value)!r} is not a split; "
+                            f"expected {LABEL_FORMAT}") from None
+    return labels
+
+
+def _protocol(protocol: Optional[str], split_files: Optional[dict[str, str]], columns: dict[str, Column]) -> str:
+    """The protocol to use: ``given`` for a log whose files state the splits (and no other), else ``user-cold``
+    unless one is named."""
+    labelled = bool(split_files) or columns.get("split") is not None
+    if protocol is None:
+        return "given" if labelled else "user-cold"
+    if labelled and protocol != "given":
+        raise DataError(f"interactions: {'split_files' if split_files else 'columns.split'} already split the "
+                        f"data, so protocol {protocol!r} would re-split it; expected protocol: given (or none)")
+    return protocol
+
+
+def _check_options(columns: dict[str, Column], implicit: bool, weights: bool, negatives: Optional[int],
+                   duplicates: str) -> None:
+    """One-line ``DataError`` for an option value or combination ``Interactions`` cannot read."""
+    unknown = sorted(set(columns) - {"user", "item", "rating", "time", "split"})
+    if unknown:
+        raise DataError(f"interactions: columns: unknown role(s) {', '.join(unknown)}; expected user, item, "
+                        "rating, time, split")
+    if duplicates not in ("error", "last"):
+        raise DataError(f"interactions: duplicates: expected 'error' or 'last', got {duplicates!r}")
+    if negatives is not None and negatives < 0:
+        raise DataError(f"interactions: negatives must be >= 0, got {negatives}; expected a number of negatives per"
+                        " interaction (now data.sampler_args.negatives)")
+    if weights and not implicit:
+        raise DataError("interactions: weights: true needs implicit: true; expected explicit ratings to be read "
+                        "as they are")
+    if weights and columns.get("rating") is None:
+        raise DataError("interactions: weights: true needs a weight column (columns: {rating: <column>}); "
+                        "expected the play/click count column")
+
+
+def _check_split_files(split_files: Any, path: Optional[str], columns: dict[str, Column]) -> None:
+    """One-line ``DataError`` unless ``split_files`` maps split labels to files and is the only way of saying
+    the log and its splits."""
+    if not isinstance(split_files, dict) or not split_files:
+        raise DataError(f"interactions: split_files: {split_files!r} is not a mapping of splits to files; "
+                        f"expected {{{LABEL_FORMAT.split(' or ')[0]}: train.csv, ...}}")
+    if path is not None:
+        raise DataError("interactions: both path and split_files given; expected one log (path) or one file"
+                        " per split (split_files)")
+    if columns.get("split") is not None:
+        raise DataError("interactions: both split_files and columns.split given; expected one way of saying "
+                        "the splits")
+    for label in split_files:
+        try:
+            parse_label(label)
+        except ValueError:
+            raise DataError(f"interactions: split_files: {label!r} is not a split; expected {LABEL_FORMAT}") from None
+
+
+def _locator(tables: list[Table], sizes: list[int]) -> Callable[[int], str]:
+    """``where(row)``: a row of the concatenated tables (of ``sizes`` rows each), as its file and line."""
+    offsets = np.cumsum([0] + sizes)
+
+    def where(row: int) -> str:
+        k = int(np.searchsorted(offsets, row, side="right")) - 1
+        return tables[k].where(row - int(offsets[k]))
+
+    return where
+
+
+def _concatenate(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The columns of every log file (``Interactions._read_log``) one after the other; ``time`` is ``None`` unless
+    every file has one (``DataError`` when only some have)."""
+    if len({p["time"] is None for p in parts}) > 1:
+        raise DataError("interactions: split files: some have a time column and some do not; expected the same "
+                        "columns in every file")
+    out = {key: np.concatenate([p[key] for p in parts]) for key in ("user", "item", "rating", "label")}
+    out["time"] = np.concatenate([p["time"] for p in parts]) if parts[0]["time"] is not None else None
+    return out
+
+
 class Interactions(FileDataset):
     """A user-item log with optional feature tables (see module docstring)."""
 
@@ -148,44 +264,10 @@ class Interactions(FileDataset):
                  split_files: Optional[dict[str, str]] = None, protocol: Optional[str] = None,
                  cache_dir: Optional[str] = None, cache: bool = True, **protocol_options: Any) -> None:
         columns = {"user": "user", "item": "item", **({} if implicit else {"rating": "rating"}), **(columns or {})}
-        labelled = bool(split_files) or columns.get("split") is not None
-        if protocol is None:
-            protocol = "given" if labelled else "user-cold"
-        elif labelled and protocol != "given":
-            raise DataError(f"interactions: {'split_files' if split_files else 'columns.split'} already split the "
-                            f"data, so protocol {protocol!r} would re-split it; expected protocol: given (or none)")
-        super().__init__(root, protocol, cache_dir, cache, **protocol_options)
-        unknown = sorted(set(columns) - {"user", "item", "rating", "time", "split"})
-        if unknown:
-            raise DataError(f"interactions: columns: unknown role(s) {', '.join(unknown)}; expected user, item, "
-                            "rating, time, split")
-        if duplicates not in ("error", "last"):
-            raise DataError(f"interactions: duplicates: expected 'error' or 'last', got {duplicates!r}")
-        if negatives is not None and negatives < 0:
-            raise DataError(f"interactions: negatives must be >= 0, got {negatives}; expected a number of negatives per"
-                            " interaction (now data.sampler_args.negatives)")
-        if weights and not implicit:
-            raise DataError("interactions: weights: true needs implicit: true; expected explicit ratings to be read "
-                            "as they are")
-        if weights and columns.get("rating") is None:
-            raise DataError("interactions: weights: true needs a weight column (columns: {rating: <column>}); "
-                            "expected the play/click count column")
+        super().__init__(root, _protocol(protocol, split_files, columns), cache_dir, cache, **protocol_options)
+        _check_options(columns, implicit, weights, negatives, duplicates)
         if split_files is not None:
-            if not isinstance(split_files, dict) or not split_files:
-                raise DataError(f"interactions: split_files: {split_files!r} is not a mapping of splits to files; "
-                                f"expected {{{LABEL_FORMAT.split(' or ')[0]}: train.csv, ...}}")
-            if path is not None:
-                raise DataError("interactions: both path and split_files given; expected one log (path) or one file"
-                                " per split (split_files)")
-            if columns.get("split") is not None:
-                raise DataError("interactions: both split_files and columns.split given; expected one way of saying "
-                                "the splits")
-            for label in split_files:
-                try:
-                    parse_label(label)
-                except ValueError:
-                    raise DataError(f"interactions: split_files: {label!r} is not a split; expected {LABEL_FORMAT}")\
-                        from None
+            _check_split_files(split_files, path, columns)
         # moved to the task sampler (negatives are drawn per episode, none stored); MetaDataModule moves them
         self.sampler_options = {"negatives": negatives, "negative_seed": negative_seed}
         self.options = dict(path=path if split_files is None else None, format=format, sep=sep, header=header,
@@ -225,31 +307,9 @@ class Interactions(FileDataset):
                 raise DataError(f"{log.where(int(np.argmax(empty)))}, column {cols[role]}: empty {role} id; expected "
                                 "an id")
         rating = log.numbers(cols["rating"], "rating") if cols.get("rating") is not None else np.ones(len(user_raw))
-        time = None
-        if cols.get("time") is not None:
-            raw = log.column(cols["time"], "time")
-            time = pd.to_numeric(raw, errors="coerce").to_numpy(np.float64)
-            if np.isnan(time).any() and not np.isnan(time[0]):  # a column of numbers with a bad value
-                row = int(np.argmax(np.isnan(time)))
-                raise DataError(f"{log.where(row)}, column {cols['time']}: {raw.iloc[row]!r} is not a number; expected "
-                                "a timestamp like the rows before it")
-            if np.isnan(time).any():  # dates rather than numbers
-                time = pd.to_datetime(raw, errors="coerce", utc=True).to_numpy("datetime64[ns]").astype(np.float64)
-                bad = np.isnan(time) | (time < -9e18)
-                if bad.any():
-                    row = int(np.argmax(bad))
-                    raise DataError(f"{log.where(row)}, column {cols['time']}: {raw.iloc[row]!r} is neither a number "
-                                    "nor a date; expected a timestamp")
-                time = time / 1e9
+        time = _times(log, cols["time"]) if cols.get("time") is not None else None
         if cols.get("split") is not None:
-            labels = np.char.strip(log.column(cols["split"], "split").to_numpy(str))
-            for value in pd.unique(labels):
-                try:
-                    parse_label(value)
-                except ValueError:
-                    row = int(np.argmax(labels == value))
-                    raise DataError(f"{log.where(row)}, column {cols['split']}: {str(value)!r} is not a split; "
-                                    f"expected {LABEL_FORMAT}") from None
+            labels = _labels(log, cols["split"])
         else:
             labels = np.full(len(user_raw), label if label is not None else "", dtype=object)
         if o["rating_range"] and not o["implicit"]:
@@ -261,64 +321,71 @@ class Interactions(FileDataset):
                                 f"range [{lo:g}, {hi:g}]; expected ratings in that range")
         return {"user": user_raw, "item": item_raw, "rating": rating, "time": time, "label": labels.astype(object)}
 
-    def read(self) -> tuple[RatingData, Optional[Tensor]]:
+    def _read_rows(self) -> tuple[dict[str, Any], tuple[float, float], dict[str, int], np.ndarray,
+                                  Callable[[int], str]]:
+        """Every log file read and checked: (the kept rows' columns, the rating scale of every row read, reason ->
+        rows dropped, the kept rows' positions in the logs, ``where(position)`` -> file and line)."""
         o = self.options
         logs = [(read_table(p, o["format"], o["sep"], o["header"], o["encoding"]), label) for label, p in self._logs()]
         parts = [self._read_log(log, label) for log, label in logs]
-        offsets = np.cumsum([0] + [len(p["user"]) for p in parts])
-
-        def where(row: int) -> str:  # a row of the concatenated logs, as file and line
-            k = int(np.searchsorted(offsets, row, side="right")) - 1
-            return logs[k][0].where(row - int(offsets[k]))
-
-        if len({p["time"] is None for p in parts}) > 1:
-            raise DataError("interactions: split files: some have a time column and some do not; expected the same "
-                            "columns in every file")
-        user_raw = np.concatenate([p["user"] for p in parts])
-        item_raw = np.concatenate([p["item"] for p in parts])
-        rating = np.concatenate([p["rating"] for p in parts])
-        label = np.concatenate([p["label"] for p in parts])
-        time = np.concatenate([p["time"] for p in parts]) if parts[0]["time"] is not None else None
-        lo, hi = (0.0, np.inf) if o["implicit"] else (o["rating_range"] or (rating.min(), rating.max()))
-        pairs = pd.DataFrame({"u": user_raw, "i": item_raw})
-        dup = pairs.duplicated(keep="last").to_numpy()
-        if dup.any():
-            if o["duplicates"] == "error":
-                row = int(np.argmax(pairs.duplicated(keep="first").to_numpy()))
-                raise DataError(f"{where(row)}: duplicate row for user {str(user_raw[row])!r}, item "
-                                f"{str(item_raw[row])!r};"
-                                " expected one row per (user, item) pair (set duplicates: last to keep the last one)")
-        keep = ~dup
-        dropped = {"duplicate rows (duplicates: last keeps the last)": int(dup.sum())}
-        if o["implicit"]:
-            dropped["rows with weight <= 0 (implicit)"] = int((keep & (rating <= 0)).sum())
-            keep &= rating > 0
+        where = _locator([log for log, _ in logs], [len(p["user"]) for p in parts])
+        rows = _concatenate(parts)
+        scale = self._scale(rows["rating"])  # of every row read, before duplicates are dropped
+        keep, dropped = self._kept(rows, where)
         if not keep.any():
             raise DataError(f"{logs[0][0].path}: no rows left after removing duplicates and non-positive weights")
-        user_raw, item_raw, rating, label = user_raw[keep], item_raw[keep], rating[keep], label[keep]
-        time = time[keep] if time is not None else None
-        user_codes, user_ids = pd.factorize(user_raw, sort=True)
-        item_codes, item_ids = pd.factorize(item_raw, sort=True)
-        rows = np.flatnonzero(keep)  # row positions in the logs, for messages about feature tables
+        kept = {k: (v[keep] if v is not None else None) for k, v in rows.items()}
+        return kept, scale, dropped, np.flatnonzero(keep), where
 
-        user_tables, user_schema = self._features("user", user_ids, user_raw, rows, where)
-        item_tables, item_schema = self._features("item", item_ids, item_raw, rows, where)
-        user, item = user_codes.astype(np.int64), item_codes.astype(np.int64)
+    def read(self) -> tuple[RatingData, Optional[Tensor]]:
+        o = self.options
+        kept, scale, dropped, positions, where = self._read_rows()
+        user_codes, user_ids = pd.factorize(kept["user"], sort=True)
+        item_codes, item_ids = pd.factorize(kept["item"], sort=True)
+        user_tables, user_schema = self._features("user", user_ids, kept["user"], positions, where)
+        item_tables, item_schema = self._features("item", item_ids, kept["item"], positions, where)
+        rating = kept["rating"]
         if o["implicit"]:  # interactions only: the task sampler draws negatives afresh every episode
-            rating = rating if o["weights"] else np.ones(len(user), dtype=np.float64)
-            lo, hi = 0.0, float(max(1.0, rating.max()))
-        state, part = self._splits(label) if o["split_files"] or o["columns"].get("split") is not None else (None,
-                                                                                                              None)
+            rating = rating if o["weights"] else np.ones(len(rating), dtype=np.float64)
+            scale = (0.0, float(max(1.0, rating.max())))
+        labelled = o["split_files"] or o["columns"].get("split") is not None
+        state, part = self._splits(kept["label"]) if labelled else (None, None)
         data = RatingData(
-            user=torch.from_numpy(user), item=torch.from_numpy(item), rating=torch.from_numpy(rating.astype(np.float32)),
-            time=torch.from_numpy(time) if time is not None else None, user_features=user_tables,
-            item_features=item_tables, schema=user_schema + item_schema, splits={}, rating_range=(float(lo), float(hi)),
-            user_ids=[str(u) for u in user_ids], item_ids=[str(i) for i in item_ids],
-            dropped={k: v for k, v in dropped.items() if v}, feedback="implicit" if o["implicit"] else "explicit",
-            part=part)
+            user=torch.from_numpy(user_codes.astype(np.int64)), item=torch.from_numpy(item_codes.astype(np.int64)),
+            rating=torch.from_numpy(rating.astype(np.float32)),
+            time=None if kept["time"] is None else torch.from_numpy(kept["time"]), user_features=user_tables,
+            item_features=item_tables, schema=user_schema + item_schema, splits={},
+            rating_range=(float(scale[0]), float(scale[1])), user_ids=[str(u) for u in user_ids],
+            item_ids=[str(i) for i in item_ids], dropped={k: v for k, v in dropped.items() if v},
+            feedback="implicit" if o["implicit"] else "explicit", part=part)
         if o["id_features"]:  # the ids themselves as categorical fields (1..n; 0 is left for unknown)
             data = with_id_features(data, ("user", "item"))
         return data, state
+
+    def _scale(self, rating: np.ndarray) -> tuple[float, float]:
+        """The rating range: ``rating_range``, else the log's lowest..highest rating ((0, inf) until implicit
+        weights are known)."""
+        if self.options["implicit"]:
+            return 0.0, np.inf
+        return self.options["rating_range"] or (rating.min(), rating.max())
+
+    def _kept(self, rows: dict[str, Any], where: Callable[[int], str]) -> tuple[np.ndarray, dict[str, int]]:
+        """(which rows to keep [N] bool, reason -> rows dropped): duplicate (user, item) rows (an error unless
+        ``duplicates: last``, which keeps the last) and, for implicit data, rows of weight <= 0."""
+        user_raw, item_raw = rows["user"], rows["item"]
+        pairs = pd.DataFrame({"u": user_raw, "i": item_raw})
+        dup = pairs.duplicated(keep="last").to_numpy()
+        if dup.any() and self.options["duplicates"] == "error":
+            row = int(np.argmax(pairs.duplicated(keep="first").to_numpy()))
+            raise DataError(f"{where(row)}: duplicate row for user {str(user_raw[row])!r}, item "
+                            f"{str(item_raw[row])!r};"
+                            " expected one row per (user, item) pair (set duplicates: last to keep the last one)")
+        keep = ~dup
+        dropped = {"duplicate rows (duplicates: last keeps the last)": int(dup.sum())}
+        if self.options["implicit"]:
+            dropped["rows with weight <= 0 (implicit)"] = int((keep & (rows["rating"] <= 0)).sum())
+            keep &= rows["rating"] > 0
+        return keep, dropped
 
     def _splits(self, labels: np.ndarray) -> tuple[Tensor, Tensor]:
         """(state [N]: index into ``state_names`` = the rows' "stage/scenario", part [N] int8: 0, 1 support,

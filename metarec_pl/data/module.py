@@ -41,6 +41,35 @@ def _plain(value: Any) -> bool:
     return False
 
 
+def _check_keys(cls: Any, args: dict, where: str, fixed: dict[str, Any]) -> None:
+    """``DataError`` for a key of ``args`` that ``cls`` does not take (or that ``fixed`` sets)."""
+    params = inspect.signature(cls).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    for key in args:
+        if not isinstance(key, str) or key in fixed or (key not in params and not takes_any):
+            named = [n for n, p in params.items() if p.kind not in (inspect.Parameter.VAR_KEYWORD,
+                                                                     inspect.Parameter.VAR_POSITIONAL)
+                     and n not in fixed]
+            raise DataError(f"{where}: unknown option {key!r} for {getattr(cls, '__name__', cls)}; expected some of: "
+                            f"{', '.join(named)}")
+
+
+def _checked_value(hint: Any, key: str, value: Any, where: str) -> Any:
+    """``value`` validated (and coerced, lax mode) by pydantic against the annotation ``hint``; left as it is when
+    the hint or the value cannot be checked; ``DataError`` when it has the wrong type."""
+    if hint is None or hint is Any or not _plain(value):  # Python objects given in code: the class's call
+        return value
+    try:
+        adapter = pydantic.TypeAdapter(hint)
+    except Exception:  # a type pydantic cannot check (e.g. a Protocol): left to the class
+        return value
+    try:
+        return adapter.validate_python(value)
+    except pydantic.ValidationError as exc:
+        msg = exc.errors()[0]["msg"]
+        raise DataError(f"{where}.{key}: {value!r} is the wrong type ({msg}); expected {_type_name(hint)}") from None
+
+
 def construct(cls: Any, args: Optional[dict[str, Any]], where: str, **fixed: Any) -> Any:
     """``cls(**fixed, **args)`` with one-line ``DataError``s for a user's mistakes in ``args`` (``where`` names
     them, e.g. ``data.dataset_args``): not a mapping, an unknown key, or a value of the wrong type for the
@@ -50,35 +79,12 @@ def construct(cls: Any, args: Optional[dict[str, Any]], where: str, **fixed: Any
         args = {}
     if not isinstance(args, dict):
         raise DataError(f"{where}: {args!r} is not a mapping; expected {{option: value, ...}}")
-    signature = inspect.signature(cls)
-    params = signature.parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    named = [n for n, p in params.items() if p.kind not in (inspect.Parameter.VAR_KEYWORD,
-                                                             inspect.Parameter.VAR_POSITIONAL) and n not in fixed]
-    for key in args:
-        if not isinstance(key, str) or key in fixed or (key not in params and not takes_any):
-            raise DataError(f"{where}: unknown option {key!r} for {getattr(cls, '__name__', cls)}; expected some of: "
-                            f"{', '.join(named)}")
+    _check_keys(cls, args, where, fixed)
     try:
         hints = typing.get_type_hints(cls.__init__)
     except Exception:  # an annotation that does not resolve: no type checks
         hints = {}
-    checked = dict(args)
-    if hints:
-        for key, value in args.items():
-            hint = hints.get(key)
-            if hint is None or hint is Any or not _plain(value):  # Python objects given in code: the class's call
-                continue
-            try:
-                adapter = pydantic.TypeAdapter(hint)
-            except Exception:  # a type pydantic cannot check (e.g. a Protocol): left to the class
-                continue
-            try:
-                checked[key] = adapter.validate_python(value)
-            except pydantic.ValidationError as exc:
-                msg = exc.errors()[0]["msg"]
-                raise DataError(f"{where}.{key}: {value!r} is the wrong type ({msg}); expected "
-                                f"{_type_name(hint)}") from None
+    checked = {key: _checked_value(hints.get(key), key, value, where) for key, value in args.items()}
     try:
         return cls(**fixed, **checked)
     except DataError:

@@ -103,20 +103,33 @@ class MovieLens100K(MovieLensBase):
         known_ids(data_path, text, "item id", cols["item"], set(iid), item_path)
 
         nu, ni = max(uid + [int(cols["user"].max())]) + 1, max(iid + [int(cols["item"].max())]) + 1
-        users, schema = {}, []
-        for name, values in (("gender", [f[2] for _, f in urows]), ("age", ages),
-                             ("occupation", [f[3] for _, f in urows]), ("zip", [zip_region(f[4]) for _, f in urows])):
-            users[f"user_{name}"], size = categorical(uid, values, nu)
-            schema.append(FeatureSpec("user", name, "categorical", size))
-        genres = [[str(g) for g, flag in enumerate(f[5:]) if flag.strip() == "1"] for _, f in irows]
-        years = [re.search(r"(\d{4})$", f[2].strip()) for _, f in irows]
-        items = {}
-        items["item_genre"], size = multi(iid, genres, ni, {str(g): g + 1 for g in range(19)})
-        schema.append(FeatureSpec("item", "genre", "multi", size))
-        items["item_decade"], size = categorical(iid, [decade(int(y.group(1)) if y else None) for y in years], ni)
-        schema.append(FeatureSpec("item", "decade", "categorical", size))
+        users, user_schema = _user_fields_100k(uid, urows, ages, nu)
+        items, item_schema = _item_fields_100k(iid, irows, ni)
         titles = {i: f[1] for i, (_, f) in zip(iid, irows)}
-        return self.assemble(cols, users, items, schema, titles), None
+        return self.assemble(cols, users, items, user_schema + item_schema, titles), None
+
+
+def _user_fields_100k(uid: list[int], urows: list, ages: list, num_users: int) -> tuple[dict[str, Tensor],
+                                                                                     list[FeatureSpec]]:
+    """``u.user``'s gender, age group, occupation and zip region as categorical tables over ``num_users`` ids."""
+    users, schema = {}, []
+    for name, values in (("gender", [f[2] for _, f in urows]), ("age", ages),
+                         ("occupation", [f[3] for _, f in urows]), ("zip", [zip_region(f[4]) for _, f in urows])):
+        users[f"user_{name}"], size = categorical(uid, values, num_users)
+        schema.append(FeatureSpec("user", name, "categorical", size))
+    return users, schema
+
+
+def _item_fields_100k(iid: list[int], irows: list, num_items: int) -> tuple[dict[str, Tensor], list[FeatureSpec]]:
+    """``u.item``'s 19 genre flags (multi-valued) and release decade (categorical) over ``num_items`` ids."""
+    genres = [[str(g) for g, flag in enumerate(f[5:]) if flag.strip() == "1"] for _, f in irows]
+    years = [re.search(r"(\d{4})$", f[2].strip()) for _, f in irows]
+    items = {}
+    items["item_genre"], size = multi(iid, genres, num_items, {str(g): g + 1 for g in range(19)})
+    schema = [FeatureSpec("item", "genre", "multi", size)]
+    items["item_decade"], size = categorical(iid, [decade(int(y.group(1)) if y else None) for y in years], num_items)
+    schema.append(FeatureSpec("item", "decade", "categorical", size))
+    return items, schema
 
 
 class MovieLens1M(MovieLensBase):

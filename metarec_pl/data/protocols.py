@@ -1,5 +1,8 @@
 """Named, versioned cold-start protocols: rows -> ``RatingData.splits`` (stage -> scenario -> row indices).
 
+Protocols are a plugin kind (``Protocol``, hook ``register_protocols``): the built-ins below register through
+``metarec_pl.builtin.protocols`` as a third-party protocol does through its own entry point.
+
 A protocol is what a config states and a result cites (``user-cold/v1 seed=0``); its version is part of the data
 cache key, so changing a protocol's rules means bumping its version.  Validation always comes from training
 users (or, for ``item-cold``, training users on held-out items), never from test users.  The support/query split
@@ -30,11 +33,12 @@ from __future__ import annotations
 import inspect
 import logging
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import ClassVar, Optional
 
 import torch
 from torch import Tensor
 
+from metarec_pl import plugins
 from metarec_pl.data.types import DataError
 
 log = logging.getLogger(__name__)
@@ -209,41 +213,85 @@ def given(rows: Rows, seed: int = 0, min_ratings: Optional[int] = None, max_rati
     return splits
 
 
-@dataclass(frozen=True)
 class Protocol:
-    name: str
-    version: int
-    split: Callable[..., Splits]
-    sampler_order: Optional[str] = None  # the task order the protocol needs from the sampler, if any
+    """A named, versioned rule that splits a data set's rows into ``RatingData.splits`` (stage -> scenario -> row
+    indices): the ``protocol`` option of every file data set (``FileDataset``), registered through the
+    ``register_protocols`` hook; the built-ins below register the same way.
+
+    A subclass implements ``split(rows, seed=0, **options)``: ``rows`` is a ``Rows`` (the data set's user, item,
+    optional time and state label per row); every other keyword argument, with its default, is an option a config
+    may give in ``data.dataset_args`` (``options()`` lists them; an unknown one is a one-line ``DataError``).  It
+    returns ``{"train": {"train": idx}, "val": {scenario: idx}, "test": {scenario: idx}}`` of ``[n]`` long row
+    indices; a split left empty is a one-line ``DataError``.  Validation rows should come from training users or
+    items, never from test ones.  Bad input (a data set without what the protocol needs): raise ``DataError``.
+
+    ``version`` is part of the data cache key: bump it whenever the rules change, so no stale split is reused.
+    ``sampler_order``: the task order the protocol needs from the sampler (``"time"`` for ``temporal``), checked by
+    ``MetaDataModule``.  Built with no argument; ``name`` is the name it was registered under.
+    """
+
+    version: ClassVar[int] = 1
+    sampler_order: ClassVar[Optional[str]] = None
+    name: str = ""
+
+    def split(self, rows: Rows, seed: int = 0) -> Splits:
+        raise NotImplementedError
 
     def options(self) -> dict[str, object]:
-        """Option names and defaults."""
-        return {n: p.default for n, p in inspect.signature(self.split).parameters.items() if n != "rows"}
+        """Option names and defaults (the keyword arguments of ``split`` after ``rows``)."""
+        kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        return {n: p.default for n, p in inspect.signature(self.split).parameters.items()
+                if n != "rows" and p.kind in kinds}
 
 
-PROTOCOLS = {p.name: p for p in (
-    Protocol("melu", 1, melu), Protocol("user-cold", 1, user_cold), Protocol("item-cold", 1, item_cold),
-    Protocol("temporal", 1, temporal, sampler_order="time"), Protocol("given", 1, given),
-)}
+class MeLUStates(Protocol):
+    """``melu``: MeLU's state files (module docstring)."""
+
+    split = staticmethod(melu)
 
 
-def get(name: str, options: dict) -> Protocol:
-    """The protocol called ``name``; unknown names or options are one-line errors."""
-    if name not in PROTOCOLS:
-        raise DataError(f"unknown protocol {name!r}; expected one of: {', '.join(PROTOCOLS)}")
-    protocol = PROTOCOLS[name]
-    unknown = sorted(set(options) - set(protocol.options()))
-    if unknown:
-        raise DataError(f"data.dataset_args: protocol {name!r}: unknown option(s) {', '.join(map(repr, unknown))}; expected some of: "
-                        f"{', '.join(protocol.options())}")
+class UserCold(Protocol):
+    """``user-cold``: users split train / val / test (module docstring)."""
+
+    split = staticmethod(user_cold)
+
+
+class ItemCold(Protocol):
+    """``item-cold``: the coldest items held out (module docstring)."""
+
+    split = staticmethod(item_cold)
+
+
+class Temporal(Protocol):
+    """``temporal``: users split as in ``user-cold``, each task's support before its query (module docstring)."""
+
+    sampler_order = "time"
+    split = staticmethod(temporal)
+
+
+class Given(Protocol):
+    """``given``: the splits the files state (module docstring)."""
+
+    split = staticmethod(given)
+
+
+def lookup(name: str) -> Protocol:
+    """The protocol registered as ``name`` (built-in or from a plugin); ``DataError`` in one line when no plugin
+    registered it (the choices listed) or its reference does not import."""
+    try:
+        cls = plugins.get("protocol", name)
+    except plugins.UnknownPluginError as exc:
+        raise DataError(f"data.dataset_args.protocol: {exc}") from None
+    protocol = cls()
+    protocol.name = name
     return protocol
 
 
-def make_splits(name: str, rows: Rows, options: dict) -> Splits:
-    protocol = get(name, options)
+def make_splits(protocol: Protocol, rows: Rows, options: dict) -> Splits:
+    """``protocol.split(rows, **options)``, with a one-line ``DataError`` for a split it left empty."""
     splits = protocol.split(rows, **options)
     for stage, scenarios in splits.items():
         for scenario, idx in scenarios.items():
             if len(idx) == 0:
-                raise DataError(f"{rows.name}: protocol {name!r} left no rows in {stage}/{scenario}")
+                raise DataError(f"{rows.name}: protocol {protocol.name!r} left no rows in {stage}/{scenario}")
     return splits

@@ -124,13 +124,8 @@ class RatingData:
         return out
 
 
-def without_features(data: RatingData, names: "tuple[str, ...] | list[str]") -> RatingData:
-    """``data`` without the fields ``names``: field keys (``user_age``) or a side (``user``: every field of it).
-    For ablations and for learners that should compare only what varies within a task (e.g. the item side when a
-    task is a user: a user's own fields are the same for all of their pairs, and on small data sets they mostly
-    let a network memorise the training users)."""
-    if not names:
-        return data
+def _check_field_names(data: RatingData, names: "tuple[str, ...] | list[str]") -> None:
+    """``DataError`` (one line) unless ``names`` is a list of sides and field keys of ``data``."""
     if isinstance(names, str):
         raise DataError(f"drop_features: {names!r} is not a list; expected a list of field keys or sides")
     known = [f.key for f in data.schema]
@@ -138,6 +133,16 @@ def without_features(data: RatingData, names: "tuple[str, ...] | list[str]") -> 
         if name not in ("user", "item") and name not in known:
             raise DataError(f"drop_features: {name!r} is neither a side nor a field of this data set; "
                             f"expected 'user', 'item' or one of {known}")
+
+
+def without_features(data: RatingData, names: "tuple[str, ...] | list[str]") -> RatingData:
+    """``data`` without the fields ``names``: field keys (``user_age``) or a side (``user``: every field of it).
+    For ablations and for learners that should compare only what varies within a task (e.g. the item side when a
+    task is a user: a user's own fields are the same for all of their pairs, and on small data sets they mostly
+    let a network memorise the training users)."""
+    if not names:
+        return data
+    _check_field_names(data, names)
     dropped = {f.key for f in data.schema if f.key in names or f.side in names}
     return replace(data, schema=[f for f in data.schema if f.key not in dropped],
                    user_features={k: v for k, v in data.user_features.items() if k not in dropped},

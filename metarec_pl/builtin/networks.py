@@ -2,13 +2,13 @@
 
 from metarec_pl.hookspecs import hookimpl
 
-MODELS = {
+NETWORKS = {
     "melu": "metarec_pl.models.melu:MeLUNet",
     "mlp": "metarec_pl.models.mlp:MLPNet",
 }
 
 
 @hookimpl
-def register_models(register):
-    for name, reference in MODELS.items():
+def register_networks(register):
+    for name, reference in NETWORKS.items():
         register(name, reference)
