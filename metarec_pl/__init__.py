@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from metarec_pl.losses import masked_mse
     from metarec_pl.results import AdaptResult
     from metarec_pl.data.base import RatingDataset, TaskSampler
+    from metarec_pl.data.info import DataInfo
     from metarec_pl.data.types import FeatureSpec, RatingData, Samples, Task, TaskBatch
     from metarec_pl.models.base import RatingModel
     from metarec_pl.models.pairs import encoder_dim
@@ -38,7 +39,7 @@ _LAZY = {  # public name -> module that defines it (imported on first access)
     "GradientAlgorithm": "metarec_pl.algorithms.base", "MetaAlgorithm": "metarec_pl.algorithms.base",
     "encoder_dim": "metarec_pl.models.pairs", "RatingModel": "metarec_pl.models.base",
     "RatingDataset": "metarec_pl.data.base", "TaskSampler": "metarec_pl.data.base",
-    "FeatureSpec": "metarec_pl.data.types", "RatingData": "metarec_pl.data.types", "Samples": "metarec_pl.data.types",
+    "DataInfo": "metarec_pl.data.info", "FeatureSpec": "metarec_pl.data.types", "RatingData": "metarec_pl.data.types", "Samples": "metarec_pl.data.types",
     "Task": "metarec_pl.data.types", "TaskBatch": "metarec_pl.data.types",
     "MetaLearner": "metarec_pl.bilevel", "masked_mse": "metarec_pl.losses",
 }
@@ -46,7 +47,7 @@ _LAZY = {  # public name -> module that defines it (imported on first access)
 __all__ = [
     "__version__", "hookimpl", "hookspec", "get_algorithm", "get_dataset", "get_model", "get_task_sampler",
     "register_plugin", "registrations", "unregister_plugin",
-    "AdaptResult", "Algorithm", "FeatureSpec", "GradientAlgorithm", "MetaAlgorithm", "MetaLearner", "RatingData",
+    "AdaptResult", "Algorithm", "DataInfo", "FeatureSpec", "GradientAlgorithm", "MetaAlgorithm", "MetaLearner", "RatingData",
     "RatingDataset", "RatingModel",
     "Samples", "Task", "TaskBatch", "TaskSampler", "encoder_dim", "masked_mse",
 ]

@@ -41,8 +41,7 @@ class Recommender:
     def __init__(self, module: Any, data: RatingData, batch_size: int = 64) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise DataError(f"recommender: batch_size {batch_size!r}; expected an integer >= 1")
-        schema = [FeatureSpec(**f) if isinstance(f, dict) else f for f in module.hparams.schema]
-        if schema != list(data.schema):
+        if list(module.data_info.schema) != list(data.schema):
             raise DataError("recommender: the data's feature schema differs from the one the model was trained on; "
                             "expected the same data set and options as in training")
         self.module = module.eval()
