@@ -116,10 +116,12 @@ def test_reference_example_registers_a_working_plugin(index):
             else:
                 assert row.obj.__module__ == module.__name__
             if row.kind == "algorithm":
-                learner = metarec_pl.MetaLearner(algorithm=row.name, schema=data.schema, rating_mean=3.5)
+                learner = metarec_pl.MetaLearner(algorithm=row.name,
+                                                 data_info=metarec_pl.DataInfo(data.schema, rating_mean=3.5))
                 assert learner.adapt(tiny_batch(data)).query_pred.isfinite().all()
             elif row.kind == "model":
-                learner = metarec_pl.MetaLearner(network=row.name, adapt=["head.*"], schema=data.schema)
+                learner = metarec_pl.MetaLearner(network=row.name, adapt=["head.*"],
+                                                 data_info=metarec_pl.DataInfo(data.schema))
                 assert learner.adapt(tiny_batch(data)).query_pred.isfinite().all()
             elif row.kind == "sampler":
                 tasks = row.obj().tasks(data, torch.arange(len(data.user)), seed=0)
