@@ -50,17 +50,6 @@ def schema_as_dicts(schema: list[FeatureSpec]) -> list[dict]:
     return [asdict(f) for f in schema]
 
 
-def warn_changed_ids(saved: DataInfo, here: DataInfo, path: str) -> None:
-    """One WARNING line when the data's raw-id maps differ from those the checkpoint was trained on: id fields and
-    per-id tables then refer to other users/items (the data is not refused: a model without either is unaffected)."""
-    sides = saved.changed_ids(here)
-    if sides:
-        report_log.warning("metarec: %s was trained on data with other %s ids (%s); id fields and per-id tables "
-                           "now refer to other %s", path, " and ".join(sides),
-                           "; ".join(f"{s}s: {saved.id_map(s).size} then, {here.id_map(s).size} now" for s in sides),
-                           " and ".join(f"{s}s" for s in sides))
-
-
 def one_line(message: str) -> str:
     """A (possibly multi-line) message as one line."""
     return " ".join(line.strip() for line in str(message).splitlines() if line.strip())
@@ -275,8 +264,11 @@ class MetaRecCLI(LightningCLI):
             saved = saved_data_info(self.checkpoint.get("hyper_parameters") or {})
             check_fits(self.checkpoint["state_dict"], None if saved is None else saved.get("schema"),
                        self.model.state_dict(), self.model.hparams.data_info["schema"], str(self.checkpoint_path))
-            if saved is not None:
-                warn_changed_ids(DataInfo.coerce(saved), self.model.data_info, str(self.checkpoint_path))
+            # other ids are said, not refused: a model without id fields or per-id tables is unaffected
+            changed = None if saved is None else DataInfo.coerce(saved).changed_ids_line(self.model.data_info,
+                                                                                         str(self.checkpoint_path))
+            if changed:
+                report_log.warning("%s", changed)
         if self.subcommand == "fit" and not config.get("ckpt_path") and not config.get("overwrite_checkpoints"):
             self._refuse_used_checkpoint_folders()
         self.guard.watch(self._output_paths(config))

@@ -170,6 +170,13 @@ def test_a_checkpoint_meeting_other_ids_says_so_in_one_line(tmp_path, caplog):
     said = [r.getMessage() for r in caplog.records if "was trained on data with other" in r.getMessage()]
     assert said == [f"metarec: {ckpt} was trained on data with other item ids (items: 30 then, 30 now); id fields "
                     f"and per-id tables now refer to other items"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="metarec_pl.data"):
+        Recommender.from_checkpoint(ckpt, data=str(tmp_path / "renamed.yaml"))  # the Python API says the same
+        Recommender.from_checkpoint(ckpt)  # the data recorded in the checkpoint: its own ids, nothing said
+    said = [r.getMessage() for r in caplog.records if "was trained on data with other" in r.getMessage()]
+    assert said == ["metarec: the recommender's model was trained on data with other item ids (items: 30 then, 30 "
+                    "now); id fields and per-id tables now refer to other items"]
 
 
 def test_the_deprecated_keywords_give_the_same_model_as_the_info(tmp_path):

@@ -188,6 +188,16 @@ class DataInfo:
         return [side for side, mine, theirs in (("user", self.users, other.users), ("item", self.items, other.items))
                 if mine is not None and mine.differs(theirs)]
 
+    def changed_ids_line(self, other: "DataInfo", trained: str) -> Optional[str]:
+        """One line saying that the model ``trained`` (e.g. a checkpoint path) on data with this info meets data
+        with other user/item ids (``other``), or ``None`` when the ids are the same (or not recorded)."""
+        sides = self.changed_ids(other)
+        if not sides:
+            return None
+        sizes = "; ".join(f"{s}s: {self.id_map(s).size} then, {other.id_map(s).size} now" for s in sides)
+        return (f"metarec: {trained} was trained on data with other {' and '.join(sides)} ids ({sizes}); id fields "
+                f"and per-id tables now refer to other {' and '.join(s + 's' for s in sides)}")
+
     # -------------------------------------------------------------------------------------------- (de)serialising
     def to_dict(self) -> dict[str, Any]:
         """Plain data (lists, numbers, strings) for hparams.yaml, checkpoints and configs; ``from_dict`` reads it."""
@@ -224,6 +234,12 @@ class DataInfo:
                           f"data (the metarec CLI links data.info to model.data_info)")
 
     # ------------------------------------------------------------------------------------------------ measuring
+    @classmethod
+    def ids_of(cls, data: RatingData) -> "DataInfo":
+        """The schema and id maps of ``data`` only (no training rows needed; nothing about its ratings)."""
+        return cls(schema=tuple(data.schema), users=IdMap.of(data.num_users, data.user_ids),
+                   items=IdMap.of(data.num_items, data.item_ids))
+
     @classmethod
     def of(cls, data: RatingData, negatives: int = 0) -> "DataInfo":
         """The facts of ``data`` measured on its training rows (``splits["train"]``), with ``negatives`` sampled
