@@ -74,9 +74,9 @@ def _loss(name: str, algorithm: str, algorithm_cls: type) -> Loss:
 
 
 def _data_info(data_info: Optional[Union[DataInfo, Mapping[str, Any]]], legacy: Mapping[str, Any]) -> DataInfo:
-    """The ``DataInfo`` of ``MetaLearner(data_info=..., **legacy)``: the deprecated one-by-one facts (``schema``,
-    ``rating_mean``, ``rating_levels``, ``num_users``, ``num_items``) folded in, with a ``DeprecationWarning``;
-    ``ConfigError`` when there is no info at all."""
+    """The ``DataInfo`` of ``MetaLearner(data_info=...)`` with the deprecated one-by-one facts ``legacy`` (keyword
+    -> value: ``schema``, ``rating_mean``, ``rating_levels``, ``num_users``, ``num_items``; ``None``: not given)
+    folded in, with a ``DeprecationWarning``; ``ConfigError`` when there is no info at all."""
     given = [k for k in LEGACY_FACTS if legacy.get(k) is not None]
     if given:
         warnings.warn(f"MetaLearner({'=..., '.join(given)}=...) is deprecated; pass "
