@@ -122,8 +122,6 @@ def world_results():
                                 eval_tasks_per_batch=128, id_features=["item"], drop_features=["user"])
             learner = MetaLearner(algorithm=algorithm, network_args=dict(embedding_dim=16), data_info=dm.info,
                                   algorithm_args={"deterministic": "attention"} if algorithm == "tanp" else {},
-                                  rating_mean=dm.rating_mean, num_users=dm.data.num_users,
-                                  num_items=dm.data.num_items,
                                   optimizer=functools.partial(torch.optim.AdamW, lr=1e-3, weight_decay=1.0))
             trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False,
                                 enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
