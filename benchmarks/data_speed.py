@@ -54,8 +54,7 @@ def step_vs_loading(root: str, cache_dir: str, steps: int) -> tuple[float, float
     dm = MetaDataModule("melu-movielens-1m", root=root, dataset_args={"cache_dir": cache_dir, **MELU_ARGS},
                         sampler_args={"query_size": 10, "min_support": 3}, tasks_per_batch=32)
     model = MetaLearner(algorithm="maml", network="melu", inner_steps=5, inner_lr=0.05, adapt=["head.*"],
-                        network_args={"embedding_dim": 32, "hidden": [64, 64]}, schema=dm.schema,
-                        rating_mean=dm.rating_mean)
+                        network_args={"embedding_dim": 32, "hidden": [64, 64]}, data_info=dm.info)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     loader, load_s, step_s = iter(dm.train_dataloader()), 0.0, 0.0
     for _ in range(steps):

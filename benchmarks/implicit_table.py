@@ -82,8 +82,7 @@ def data_module(folder: Path, scenario: str, seed: int, support: int) -> MetaDat
 
 def build(name: str, dm: MetaDataModule, lr: float) -> MetaLearner:
     spec = METHODS[name]
-    return MetaLearner(algorithm=spec.get("algorithm", name), schema=dm.schema, rating_mean=dm.rating_mean,
-                       num_users=dm.num_users, num_items=dm.num_items,
+    return MetaLearner(algorithm=spec.get("algorithm", name), data_info=dm.info,
                        optimizer=lambda p: torch.optim.Adam(p, lr=lr), **{**COMMON, **spec["model"]})
 
 

@@ -18,7 +18,6 @@ import time
 import torch
 
 from metarec_pl.bilevel import MetaLearner
-from metarec_pl.cli import schema_as_dicts
 from metarec_pl.data.module import MetaDataModule
 from metarec_pl.recommend import NewUser, Recommender
 
@@ -55,8 +54,7 @@ def main() -> None:
     else:
         torch.manual_seed(0)
         module = MetaLearner(network_args={"embedding_dim": 16, "hidden": [64, 64]}, inner_steps=5, inner_lr=0.05,
-                             adapt=["head.*"], schema=schema_as_dicts(dm.schema), rating_mean=dm.rating_mean,
-                             num_users=dm.num_users, num_items=dm.num_items)
+                             adapt=["head.*"], data_info=dm.info)
         rec = Recommender(module, dm.data, batch_size=args.batch)
     catalogue = rec.catalogue.items
     gen = torch.Generator().manual_seed(0)

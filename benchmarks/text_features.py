@@ -42,8 +42,7 @@ def run_arm(args: argparse.Namespace, algorithm: str, text: bool, workdir: Path)
     network_args = dict(embedding_dim=args.embedding_dim, hidden=args.hidden, lora_rank=args.lora_rank,
                         id_dropout=args.id_dropout, project_dense=args.project_dense)
     module = MetaLearner(algorithm=algorithm, network="melu", network_args=network_args, inner_steps=args.inner_steps,
-                         inner_lr=args.inner_lr, adapt=args.adapt, schema=dm.schema, rating_mean=dm.rating_mean,
-                         num_users=dm.num_users, num_items=dm.num_items,
+                         inner_lr=args.inner_lr, adapt=args.adapt, data_info=dm.info,
                          optimizer=lambda p: torch.optim.Adam(p, lr=args.lr))
     ckpt = ModelCheckpoint(dirpath=workdir / f"{algorithm}-{'text' if text else 'plain'}", monitor="val/mae",
                            mode="min", save_top_k=1, enable_version_counter=False)

@@ -45,6 +45,7 @@ from torch.func import functional_call
 from torch.utils.flop_counter import FlopCounterMode
 
 from metarec_pl.bilevel import MetaLearner
+from metarec_pl.data.info import DataInfo
 from metarec_pl.data.base import UserTaskSampler
 from metarec_pl.data.synthetic import SyntheticWorld
 from metarec_pl.data.types import TaskBatch, TaskCollator
@@ -299,7 +300,7 @@ def make_module(data, second_order: bool, chunk_size: Optional[int] = None, inne
     adapt = {} if network == "mlp" else {"adapt": ["head.*"]}  # mlp: its encoder has no parameters
     module = MetaLearner(algorithm="maml", network=network, network_args={"hidden": list(SETTING["hidden"])},
                          inner_steps=SETTING["inner_steps"], inner_lr=SETTING["inner_lr"], first_order=not second_order,
-                         vmap_chunk_size=chunk_size, schema=data.schema, rating_mean=3.5, **adapt, **extra)
+                         vmap_chunk_size=chunk_size, data_info=DataInfo(data.schema, rating_mean=3.5), **adapt, **extra)
     return module
 
 

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from metarec_pl.data.cache import FileDataset
     from metarec_pl.data.protocols import Protocol, Rows
     from metarec_pl.data.types import DataError, FeatureSpec, RatingData, Samples, Task, TaskBatch
+    from metarec_pl.data.info import DataInfo
     from metarec_pl.models.base import RatingModel
     from metarec_pl.models.pairs import encoder_dim
 
@@ -46,6 +47,7 @@ _LAZY = {  # public name -> module that defines it (imported on first access)
     "FileDataset": "metarec_pl.data.cache", "Protocol": "metarec_pl.data.protocols", "Rows": "metarec_pl.data.protocols",
     "DataError": "metarec_pl.data.types",
     "FeatureSpec": "metarec_pl.data.types", "RatingData": "metarec_pl.data.types", "Samples": "metarec_pl.data.types",
+    "DataInfo": "metarec_pl.data.info",
     "Task": "metarec_pl.data.types", "TaskBatch": "metarec_pl.data.types",
     "MetaLearner": "metarec_pl.bilevel", "masked_mse": "metarec_pl.losses",
 }
@@ -53,7 +55,7 @@ _LAZY = {  # public name -> module that defines it (imported on first access)
 __all__ = [
     "__version__", "hookimpl", "hookspec", "get_algorithm", "get_dataset", "get_metric", "get_model", "get_network",
     "get_protocol", "get_task_sampler", "register_plugin", "registrations", "unregister_plugin",
-    "AdaptResult", "Algorithm", "DataError", "FeatureSpec", "FileDataset", "GradientAlgorithm", "MetaAlgorithm",
+    "AdaptResult", "Algorithm", "DataError", "DataInfo", "FeatureSpec", "FileDataset", "GradientAlgorithm", "MetaAlgorithm",
     "MetaLearner", "Protocol", "RatingData", "RatingDataset", "RatingModel", "Rows",
     "Samples", "Task", "TaskBatch", "TaskSampler", "encoder_dim", "masked_mse",
 ]

@@ -11,9 +11,10 @@ autograd graph and the one outer backward differentiates through them.
 
 from __future__ import annotations
 
+import inspect
 import math
-from dataclasses import asdict
-from typing import Any, Callable, Iterable, Optional, Union
+import warnings
+from typing import Any, Callable, Iterable, Mapping, Optional, Union
 
 import lightning as L
 import torch
@@ -23,6 +24,7 @@ from torch import Tensor, nn
 
 from metarec_pl import divergence, provenance
 from metarec_pl.algorithms.base import INNER_LOOP_OPTIONS, MetaAlgorithm, refuse_inner_options
+from metarec_pl.data.info import LEGACY_FACTS, DataInfo, fold_legacy_facts
 from metarec_pl.data.types import FeatureSpec, TaskBatch
 from metarec_pl.errors import ConfigError, check_keywords
 from metarec_pl.inner import adapt  # noqa: F401  (re-exported: the inner loop)
@@ -81,6 +83,36 @@ def _metric_names(extra_metrics: Any) -> list[str]:
     return list(dict.fromkeys(extra_metrics))
 
 
+def _data_info(data_info: Optional[Union[DataInfo, Mapping[str, Any]]], legacy: Mapping[str, Any]) -> DataInfo:
+    """The ``DataInfo`` of ``MetaLearner(data_info=...)`` with the deprecated one-by-one facts ``legacy`` (keyword
+    -> value: ``schema``, ``rating_mean``, ``rating_levels``, ``num_users``, ``num_items``; ``None``: not given)
+    folded in, with a ``DeprecationWarning``; ``ConfigError`` when there is no info at all."""
+    given = [k for k in LEGACY_FACTS if legacy.get(k) is not None]
+    if given:
+        warnings.warn(f"MetaLearner({'=..., '.join(given)}=...) is deprecated; pass "
+                      f"data_info=MetaDataModule.info (or a DataInfo)", DeprecationWarning, stacklevel=3)
+    info = fold_legacy_facts(data_info, legacy)
+    if info is None:
+        raise ConfigError("model.data_info is missing: pass the data's facts (data_info=MetaDataModule.info; the "
+                          "metarec CLI links data.info to model.data_info)")
+    return info
+
+
+def bind_algorithm(algorithm: MetaAlgorithm, network: nn.Module, info: DataInfo) -> None:
+    """``algorithm.bind(network, info)``; an algorithm whose ``bind`` predates ``DataInfo`` (``bind(model)``) is
+    bound the old way, with ``info`` and its id counts set as attributes first (as every algorithm gets them)."""
+    algorithm.info = info
+    algorithm.num_users, algorithm.num_items = info.num_users, info.num_items
+    try:
+        inspect.signature(algorithm.bind).bind(network, info)
+    except TypeError:
+        warnings.warn(f"{algorithm.name}.bind(model) is deprecated; expected bind(model, info) (a DataInfo)",
+                      DeprecationWarning, stacklevel=2)
+        algorithm.bind(network)
+        return
+    algorithm.bind(network, info)
+
+
 def _outside_inference_mode(batch: TaskBatch) -> TaskBatch:
     """Inference tensors cannot enter autograd; clone them (cheap: one meta-batch) so adaptation can run."""
     return apply_to_collection(batch, Tensor, lambda t: t.clone() if t.is_inference() else t)
@@ -100,17 +132,16 @@ class MetaLearner(L.LightningModule):
         optimizer: the outer optimiser.
         ndcg_k: cut-offs of nDCG on each query set.
         vmap_chunk_size: tasks per vmap chunk (``None``: all at once); smaller trades speed for memory.
-        schema: the data's feature schema; the CLI links it from ``data.schema``.
-        rating_mean: initial output bias (mean training rating); the CLI links it from ``data.rating_mean``.
-        num_users / num_items: id-table sizes for algorithms that keep per-id tables (``bias``, ``mf-foldin``,
-            ``popularity``); the CLI links them from ``data.num_users``/``data.num_items``.
+        data_info: the data's facts (``metarec_pl.data.info.DataInfo``, or its ``to_dict()`` data): the feature
+            schema the network is built on, the mean training rating (the network's initial output bias), the
+            rating levels (for ``mae_rounded``), the like threshold and the id maps (``bind`` of per-id
+            baselines); the CLI links it from ``data.info`` (``MetaDataModule.info``).  Kept in the hyper-parameters
+            as plain data (``to_dict``), so checkpoints and ``hparams.yaml`` carry it.
         top_k / like_threshold: cut-offs of the rankings over candidates and the "like" rating (see ``metrics``;
-            ``like_threshold`` ``None``: the data module's ``like_threshold``, read when the trainer sets up:
-            every interaction for implicit feedback, 4 on a 1-5 scale).
+            ``like_threshold`` ``None``: the data's, ``data_info.like_threshold``: every interaction for implicit
+            feedback, 4 on a 1-5 scale).
         loss: the per-task loss of the inner and the outer loop: ``mse`` (ratings), ``bce`` or ``bpr`` (implicit
             feedback: logits / ranking scores), see ``metarec_pl.losses``; an algorithm that cannot use it refuses.
-        rating_levels: the discrete rating scale (e.g. 1..5), for the ``mae_rounded`` metric; the CLI links it from
-            ``data.rating_levels`` (``None``: that metric is left out).
         plugin_distributions: filled in, not set: ``{"algorithm/<name>": distribution, "network/<name>": ...}`` of
             this run, kept in hparams/checkpoints/configs so a missing plugin is named on load (``provenance``).
         on_divergence: ``raise`` (stop with an error naming step, task and algorithm) or ``skip`` (drop tasks whose
@@ -120,6 +151,9 @@ class MetaLearner(L.LightningModule):
             shortcut: a check of a new network or algorithm); every path gives the same values.
         extra_metrics: registered metrics (hook ``register_metrics``) computed on the query sets besides the
             built-in ones, logged as ``<stage>/<name>`` and ``<stage>/<scenario>/<name>`` (see ``metrics``).
+        schema / rating_mean / rating_levels / num_users / num_items: deprecated: the data's facts given one by
+            one (as before ``DataInfo``, and as older checkpoints hold them), folded into ``data_info`` with a
+            ``DeprecationWarning``; not options of the ``metarec`` command.
     """
 
     def __init__(
@@ -136,32 +170,32 @@ class MetaLearner(L.LightningModule):
         optimizer: OptimizerCallable = torch.optim.Adam,
         ndcg_k: Iterable[int] = (3,),
         vmap_chunk_size: Optional[int] = None,
-        schema: Optional[list[Union[FeatureSpec, dict]]] = None,
-        rating_mean: Optional[float] = None,
-        num_users: Optional[int] = None,
-        num_items: Optional[int] = None,
+        data_info: Optional[Union[DataInfo, dict[str, Any]]] = None,
         top_k: Iterable[int] = (5, 10),
         like_threshold: Optional[float] = None,
-        rating_levels: Optional[list[float]] = None,
         plugin_distributions: Optional[dict[str, str]] = None,
         on_divergence: str = "raise",
         loss: str = "mse",
         inner_path: str = "auto",
         extra_metrics: Optional[list[str]] = None,
+        schema: Optional[list[Union[FeatureSpec, dict]]] = None,
+        rating_mean: Optional[float] = None,
+        rating_levels: Optional[list[float]] = None,
+        num_users: Optional[int] = None,
+        num_items: Optional[int] = None,
     ) -> None:
         super().__init__()
         if on_divergence not in divergence.POLICIES:
             raise ConfigError(f"model.on_divergence: {on_divergence!r} is not a policy; expected one of "
                               f"{', '.join(divergence.POLICIES)}")
-        if schema is None:
-            raise ConfigError("model.schema is missing: pass the data's schema (the metarec CLI links "
-                              "data.schema to model.schema)")
+        info = _data_info(data_info, dict(schema=schema, rating_mean=rating_mean, rating_levels=rating_levels,
+                                          num_users=num_users, num_items=num_items))
         _check_sizes(ndcg_k=ndcg_k, top_k=top_k, vmap_chunk_size=vmap_chunk_size, inner_steps=inner_steps,
                      eval_inner_steps=eval_inner_steps, inner_lr=inner_lr, like_threshold=like_threshold)
         check_path(inner_path)
-        specs = [FeatureSpec(**f) if isinstance(f, dict) else f for f in schema]
-        self.save_hyperparameters(ignore=["optimizer"])
-        self.hparams.schema = [asdict(f) for f in specs]  # plain data in hparams.yaml and checkpoints
+        self.save_hyperparameters(ignore=["optimizer", "data_info", *LEGACY_FACTS])
+        self.hparams.data_info = info.to_dict()  # plain data in hparams.yaml and checkpoints
+        self.data_info = info
         algorithm_cls = provenance.lookup("algorithm", algorithm, plugin_distributions)
         network_cls = provenance.lookup("network", network, plugin_distributions)
         check_keywords(algorithm_cls, algorithm_args, "model.algorithm_args", f"algorithm '{algorithm}'",
@@ -172,9 +206,9 @@ class MetaLearner(L.LightningModule):
                           for name in _metric_names(extra_metrics)}
         self.hparams.plugin_distributions = provenance.record(("algorithm", algorithm), ("network", network),
                                                               *(("metric", name) for name in metric_classes))
-        self.network: nn.Module = network_cls(specs, **(network_args or {}))
-        if rating_mean is not None and isinstance(self.network, RatingModel):
-            self.network.rating_offset.fill_(rating_mean)
+        self.network: nn.Module = network_cls(list(info.schema), **(network_args or {}))
+        if info.rating_mean is not None and isinstance(self.network, RatingModel):
+            self.network.rating_offset.fill_(info.rating_mean)
         inner_options = dict(inner_steps=inner_steps, inner_lr=inner_lr, first_order=first_order, adapt=adapt,
                              eval_inner_steps=eval_inner_steps)
         if not algorithm_cls.gradient_based:
@@ -182,20 +216,22 @@ class MetaLearner(L.LightningModule):
         self.algorithm: MetaAlgorithm = algorithm_cls(**inner_options, **(algorithm_args or {}))
         if self.algorithm.gradient_based:
             self.algorithm.inner_path = inner_path
-        self.algorithm.num_users, self.algorithm.num_items = num_users, num_items
         self.algorithm.loss = _loss(loss, algorithm, algorithm_cls)
-        self.algorithm.bind(self.network)
+        bind_algorithm(self.algorithm, self.network, info)
         self.optimizer_factory: Callable = optimizer
-        self.metrics = RatingMetrics(ndcg_k=tuple(ndcg_k), top_k=tuple(top_k), like_threshold=like_threshold,
-                                     rating_levels=rating_levels, extra=metric_classes)
+        self.metrics = RatingMetrics(ndcg_k=tuple(ndcg_k), top_k=tuple(top_k),
+                                     like_threshold=info.like_threshold if like_threshold is None else like_threshold,
+                                     rating_levels=info.rating_levels, extra=metric_classes)
         self.skipped_tasks = 0  # tasks dropped by on_divergence="skip", all stages, this process
         self._epoch_skipped: dict[str, int] = {}  # stage -> tasks skipped / evaluated in this epoch
         self._epoch_evaluated: dict[str, int] = {}
 
     def setup(self, stage: str) -> None:
-        """Facts of the data the metrics need and no option set: the "like" threshold (implicit: any interaction)."""
+        """A ``data_info`` without a like threshold (built by hand) takes the data module's, if the trainer has one."""
+        if self.hparams.like_threshold is not None or self.data_info.like_threshold is not None:
+            return
         threshold = getattr(getattr(self._trainer, "datamodule", None), "like_threshold", None)
-        if self.hparams.like_threshold is None and threshold is not None:
+        if threshold is not None:
             self.metrics.like_threshold = float(threshold)
 
     def forward(self, features: dict[str, Tensor]) -> Tensor:

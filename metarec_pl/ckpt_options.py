@@ -8,8 +8,9 @@ in the checkpoint, so options given on the command line were silently lost.  ``m
 * a structural option (``STRUCTURAL``: what the trained weights are) that contradicts the checkpoint is refused
   (``ConfigError`` naming the option, the checkpoint's value and the given value); left out, it takes the
   checkpoint's value;
-* options the data decide (``FROM_DATA``, linked from ``data.*``) follow the data; the data's feature schema and
-  every parameter shape must then match the checkpoint (``check_fits``: ``CheckpointError``);
+* the data's facts (``FROM_DATA``: ``model.data_info``, linked from ``data.info``; older checkpoints hold them one
+  by one) follow the data; the data's feature schema and every parameter shape must then match the checkpoint
+  (``check_fits``: ``CheckpointError``);
 * ``data.*`` options left out take the checkpoint's data-module options (the data set it was trained on).
 
 The table of docs/cli.md lists the same sets.  Nothing here imports Lightning (only torch, to read the file).
@@ -28,7 +29,7 @@ EVALUATION = ("eval_inner_steps", "ndcg_k", "top_k", "like_threshold", "vmap_chu
               "extra_metrics")
 ADAPTATION = ("inner_steps", "inner_lr", "first_order", "loss")  # inner loop: these adapt at evaluation too
 STRUCTURAL = ("algorithm", "network", "network_args", "algorithm_args", "adapt")
-FROM_DATA = ("schema", "rating_mean", "num_users", "num_items", "rating_levels")
+FROM_DATA = ("data_info", "schema", "rating_mean", "num_users", "num_items", "rating_levels")
 RECORDED = ("plugin_distributions",)  # filled in by MetaLearner: always the checkpoint's
 SPECIAL_PATHS = ("last", "best", "hpc", "registry")  # names Lightning resolves itself
 
@@ -65,6 +66,16 @@ def read_checkpoint(path: str) -> dict:
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
         raise CheckpointError(f"ckpt_path: {path} is not a Lightning checkpoint (no state_dict); {expected}")
     return ckpt
+
+
+def saved_data_info(hyper_parameters: Mapping[str, Any]) -> Optional[dict[str, Any]]:
+    """The data's facts a checkpoint was trained on, as plain data (``DataInfo.to_dict`` form): its ``data_info``,
+    or for a checkpoint written before ``DataInfo`` the ``schema`` it holds (``None``: neither)."""
+    info = hyper_parameters.get("data_info")
+    if info is not None:
+        return plain(info)
+    schema = hyper_parameters.get("schema")
+    return None if schema is None else {"schema": plain(schema)}
 
 
 def keyword_defaults(cls: Any) -> dict[str, Any]:

@@ -13,6 +13,7 @@ On top of LightningCLI:
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
@@ -28,7 +29,8 @@ import metarec_pl
 from metarec_pl import plugins
 from metarec_pl.bilevel import MetaLearner
 from metarec_pl.ckpt_options import (SPECIAL_PATHS, check_fits, plain, read_checkpoint, resolve_data_options,
-                                     resolve_model_options)
+                                     resolve_model_options, saved_data_info)
+from metarec_pl.data.info import LEGACY_FACTS, DataInfo
 from metarec_pl.data.module import MetaDataModule
 from metarec_pl.data.types import DataError, FeatureSpec
 from metarec_pl.divergence import DivergenceError
@@ -40,6 +42,7 @@ from metarec_pl.tracking import LoggedConfig, TaskThroughput, wandb_login_proble
 USER_ERRORS = (ConfigError, CheckpointError, DataError, DivergenceError, plugins.UnknownPluginError,
                plugins.PluginConflictError, MisconfigurationException)
 PACKAGE_DIR = Path(metarec_pl.__file__).resolve().parent
+report_log = logging.getLogger("metarec_pl.data")  # WARNING lines show in `metarec` output by default (stderr)
 
 
 def schema_as_dicts(schema: list[FeatureSpec]) -> list[dict]:
@@ -72,7 +75,16 @@ def parse_error_line(message: str) -> str:
 
 
 class MetaRecArgumentParser(LightningArgumentParser):
-    """Parse errors as one line ``metarec: error: ...`` (exit code 2) instead of the full usage text."""
+    """Parse errors as one line ``metarec: error: ...`` (exit code 2) instead of the full usage text; the model's
+    deprecated one-by-one data facts (``LEGACY_FACTS``: ``schema``, ``rating_mean``, ...) are no options (the
+    data module's ``info`` gives them, linked to ``model.data_info``)."""
+
+    def add_lightning_class_args(self, lightning_class: Any, nested_key: str, subclass_mode: bool = False,
+                                 required: bool = True) -> list[str]:
+        if nested_key != "model" or subclass_mode:
+            return super().add_lightning_class_args(lightning_class, nested_key, subclass_mode, required)
+        return self.add_class_arguments(lightning_class, nested_key, fail_untyped=False, instantiate=True,
+                                        sub_configs=True, skip=set(LEGACY_FACTS))
 
     def error(self, message: str, ex: Optional[Exception] = None):  # type: ignore[override]
         if not self.exit_on_error:  # jsonargparse trying alternatives internally
@@ -144,11 +156,8 @@ class MetaRecCLI(LightningCLI):
         super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser) -> None:
-        parser.link_arguments("data.schema", "model.schema", apply_on="instantiate", compute_fn=schema_as_dicts)
-        parser.link_arguments("data.rating_mean", "model.rating_mean", apply_on="instantiate")
-        parser.link_arguments("data.rating_levels", "model.rating_levels", apply_on="instantiate")
-        parser.link_arguments("data.num_users", "model.num_users", apply_on="instantiate")
-        parser.link_arguments("data.num_items", "model.num_items", apply_on="instantiate")
+        # the data's facts (schema, rating scale, feedback kind, id maps), measured once by the data module
+        parser.link_arguments("data.info", "model.data_info", apply_on="instantiate")
         # `metarec predict --data.predict_file new.csv --recommend.output recs.csv --recommend.top_k 10`
         parser.add_lightning_class_args(RecommendationWriter, "recommend")
         parser.add_argument("--overwrite_checkpoints", type=bool, default=False,
@@ -252,8 +261,14 @@ class MetaRecCLI(LightningCLI):
         config = self.config.get(str(self.subcommand), self.config)
         config.model.plugin_distributions = dict(self.model.hparams.plugin_distributions)
         if self.checkpoint is not None:
-            check_fits(self.checkpoint["state_dict"], (self.checkpoint.get("hyper_parameters") or {}).get("schema"),
-                       self.model.state_dict(), self.model.hparams.get("schema"), str(self.checkpoint_path))
+            saved = saved_data_info(self.checkpoint.get("hyper_parameters") or {})
+            check_fits(self.checkpoint["state_dict"], None if saved is None else saved.get("schema"),
+                       self.model.state_dict(), self.model.hparams.data_info["schema"], str(self.checkpoint_path))
+            # other ids are said, not refused: a model without id fields or per-id tables is unaffected
+            changed = None if saved is None else DataInfo.coerce(saved).changed_ids_line(self.model.data_info,
+                                                                                         str(self.checkpoint_path))
+            if changed:
+                report_log.warning("%s", changed)
         if self.subcommand == "fit" and not config.get("ckpt_path") and not config.get("overwrite_checkpoints"):
             self._refuse_used_checkpoint_folders()
         self.guard.watch(self._output_paths(config))

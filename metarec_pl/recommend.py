@@ -17,6 +17,7 @@ users (dense fields: their mean; multi-valued: none; a user id field: 0, the unk
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
@@ -27,8 +28,12 @@ from torch import Tensor
 
 from metarec_pl.bilevel import MetaLearner
 from metarec_pl.catalogue import Catalogue, NewUser, Ratings, top_k  # noqa: F401  (re-exported)
+from metarec_pl.data.info import DataInfo
 from metarec_pl.data.module import MetaDataModule
-from metarec_pl.data.types import DataError, FeatureSpec, RatingData, TaskBatch
+from metarec_pl.data.types import DataError, RatingData, TaskBatch
+
+report_log = logging.getLogger("metarec_pl.data")  # WARNING lines show in `metarec` output by default (stderr)
+
 
 class Recommender:
     """A trained ``MetaLearner`` + the ``Catalogue`` of its data set.
@@ -41,10 +46,12 @@ class Recommender:
     def __init__(self, module: Any, data: RatingData, batch_size: int = 64) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise DataError(f"recommender: batch_size {batch_size!r}; expected an integer >= 1")
-        schema = [FeatureSpec(**f) if isinstance(f, dict) else f for f in module.hparams.schema]
-        if schema != list(data.schema):
+        if list(module.data_info.schema) != list(data.schema):
             raise DataError("recommender: the data's feature schema differs from the one the model was trained on; "
                             "expected the same data set and options as in training")
+        changed = module.data_info.changed_ids_line(DataInfo.ids_of(data), "the recommender's model")
+        if changed:  # said, not refused: a model without id fields or per-id tables is unaffected
+            report_log.warning("%s", changed)
         self.module = module.eval()
         self.catalogue = Catalogue(data)
         self.batch_size = batch_size

@@ -4,6 +4,7 @@ import torch
 
 from conftest import unequal_batch
 from metarec_pl.bilevel import MetaLearner
+from metarec_pl.data.info import DataInfo
 from metarec_pl.inner_tools import task_groups
 from test_meta_gradient import rel_err, to_double
 
@@ -22,8 +23,8 @@ def test_groups_and_checkpointed_chunks_give_the_same_meta_gradient(tiny_world):
     _, data = tiny_world
     batch = to_double(unequal_batch(data, SIZES))
     torch.manual_seed(0)
-    module = MetaLearner(algorithm="maml", adapt=["*"], inner_steps=2, inner_lr=0.05, schema=data.schema,
-                         rating_mean=3.5).double()
+    module = MetaLearner(algorithm="maml", adapt=["*"], inner_steps=2, inner_lr=0.05,
+                         data_info=DataInfo(data.schema, rating_mean=3.5)).double()
     pred, whole = grads(module, batch, len(SIZES))  # one group, batch order
     for chunk in (None, 3, 1):
         p, g = grads(module, batch, chunk)

@@ -52,7 +52,7 @@ def work(tmp_path_factory):
     other.pop("hyper_parameters"), other.pop("datamodule_hyper_parameters")
     other["state_dict"]["network.head.0.weight"] = torch.zeros(2, 2)
     torch.save(other, work / "othershape.ckpt")
-    loaded["hyper_parameters"]["schema"][0]["size"] += 3
+    loaded["hyper_parameters"]["data_info"]["schema"][0]["size"] += 3
     torch.save(loaded, work / "otherdata.ckpt")
     (work / "monitor.yaml").write_text(yaml.safe_dump({"trainer": {"callbacks": [
         {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",

@@ -7,6 +7,7 @@ import torch
 from metarec_pl import plugins
 from metarec_pl.algorithms.baselines import Bias, FineTune, MFFoldIn, Popularity
 from metarec_pl.bilevel import MetaLearner
+from metarec_pl.data.info import DataInfo, IdMap
 from metarec_pl.data.module import MetaDataModule
 from metarec_pl.data.types import FeatureSpec, RatingData, Task, TaskCollator
 from metarec_pl.models.melu import MeLUNet
@@ -38,9 +39,8 @@ def tasks_of(data, users, n_support):
 
 def bound(cls, data, extra_items=0, **kwargs):
     algo = cls(**kwargs)
-    algo.num_users, algo.num_items = data.num_users, data.num_items + extra_items
     model = MeLUNet(SCHEMA, embedding_dim=4, hidden=(4,))
-    algo.bind(model)
+    algo.bind(model, DataInfo(SCHEMA, users=IdMap(data.num_users), items=IdMap(data.num_items + extra_items)))
     return algo, model
 
 
@@ -108,8 +108,8 @@ def tiny_dm(**kwargs):
 
 def fit(algorithm, dm, epochs=2, **kwargs):
     L.seed_everything(0)
-    module = MetaLearner(algorithm=algorithm, schema=dm.schema, rating_mean=dm.rating_mean, num_users=dm.num_users,
-                         num_items=dm.num_items, network_args=dict(embedding_dim=8, hidden=[16]), **kwargs)
+    module = MetaLearner(algorithm=algorithm, data_info=dm.info, network_args=dict(embedding_dim=8, hidden=[16]),
+                         **kwargs)
     trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0)
     trainer.fit(module, dm)
@@ -149,5 +149,5 @@ def test_finetune_trains_like_none_and_adapts_only_at_evaluation():
 def test_id_baselines_need_table_sizes_and_are_registered():
     for name in ("bias", "popularity", "mf-foldin", "finetune"):
         assert plugins.get_algorithm(name) is not None
-    with pytest.raises(ValueError, match="num_users and num_items"):
-        MetaLearner(algorithm="bias", schema=SCHEMA)
+    with pytest.raises(ValueError, match=r"needs the data's id counts \(num_users, num_items\), got none"):
+        MetaLearner(algorithm="bias", data_info=DataInfo(SCHEMA))

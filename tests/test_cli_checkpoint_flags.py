@@ -119,7 +119,7 @@ def _bad_checkpoint(kind, tmp, ckpts):
         ckpt["state_dict"][weight] = torch.zeros(3, 3)
         torch.save(ckpt, path)
         return path, f"parameter '{weight}' has shape [3, 3]"
-    ckpt["hyper_parameters"]["schema"][0]["size"] += 1  # "other-data": the data's schema differs
+    ckpt["hyper_parameters"]["data_info"]["schema"][0]["size"] += 1  # "other-data": the data's schema differs
     torch.save(ckpt, path)
     return path, "was trained on other data"
 

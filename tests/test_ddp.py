@@ -38,7 +38,7 @@ def fit(tmp_path, devices: int, network: str = "mlp") -> tuple[dict, MetaLearner
     network_args = {"hidden": [16, 8]} if network == "mlp" else {"embedding_dim": 4, "hidden": [16, 8]}
     module = MetaLearner(algorithm="maml", network=network, network_args=network_args, adapt=["*"],
                          inner_steps=2, inner_lr=0.05, optimizer=functools.partial(torch.optim.SGD, lr=0.5),
-                         schema=dm.schema, rating_mean=dm.rating_mean)
+                         data_info=dm.info)
     initial = {n: p.detach().clone() for n, p in module.named_parameters()}
     trainer = L.Trainer(accelerator="cpu", devices=devices, strategy="ddp_spawn" if devices > 1 else "auto",
                         use_distributed_sampler=False,  # ScenarioBatchSampler splits batches across ranks itself

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 from conftest import unequal_batch
 from metarec_pl import divergence
 from metarec_pl.bilevel import MetaLearner
+from metarec_pl.data.info import DataInfo
 from metarec_pl.data.types import TaskBatch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def learner(data, **kwargs) -> MetaLearner:
     torch.manual_seed(0)
     args = dict(network="melu", network_args={"embedding_dim": 4, "hidden": [8]}, inner_steps=3, inner_lr=0.05,
-                optimizer=lambda p: torch.optim.SGD(p, lr=0.1), schema=data.schema, rating_mean=3.5)
+                optimizer=lambda p: torch.optim.SGD(p, lr=0.1), data_info=DataInfo(data.schema, rating_mean=3.5))
     return MetaLearner(**{**args, **kwargs})
 
 

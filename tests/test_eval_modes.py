@@ -12,8 +12,7 @@ def setup():
     L.seed_everything(0)
     dm = MetaDataModule(dataset_args=dict(num_users=150, num_items=100, min_ratings=30, max_ratings=60),
                         sampler_args=dict(query_size=10, min_support=3), tasks_per_batch=16)
-    module = MetaLearner(algorithm="maml", adapt=["head.*"], inner_steps=3, inner_lr=0.05, schema=dm.schema,
-                         rating_mean=dm.rating_mean)
+    module = MetaLearner(algorithm="maml", adapt=["head.*"], inner_steps=3, inner_lr=0.05, data_info=dm.info)
     return dm, module
 
 

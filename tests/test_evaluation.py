@@ -228,8 +228,8 @@ def test_candidates_do_not_change_the_rating_metrics(world_dm):
     L.seed_everything(0)
     plain = MetaDataModule(dataset_args=world_dm.hparams.dataset_args, sampler_args=world_dm.hparams.sampler_args,
                            tasks_per_batch=16)
-    module = MetaLearner(algorithm="maml", adapt=["head.*"], inner_steps=2, inner_lr=0.05, schema=plain.schema,
-                         rating_mean=plain.rating_mean, network_args=dict(embedding_dim=8))
+    module = MetaLearner(algorithm="maml", adapt=["head.*"], inner_steps=2, inner_lr=0.05,
+                         data_info=plain.info, network_args=dict(embedding_dim=8))
     trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
     without, with_pool = trainer.test(module, plain, verbose=False)[0], trainer.test(module, world_dm, verbose=False)[0]
     for scenario in ("user-cold", "item-cold", "user+item-cold"):
@@ -243,8 +243,8 @@ def test_test_scenarios_give_the_full_tests_values_for_those_scenarios(tmp_path)
     dm = MetaDataModule(dataset="melu-movielens-1m", root=str(write_melu(tmp_path / "melu")),
                         sampler_args=dict(query_size=10, min_support=3), eval_tasks_per_batch=4, candidates=20)
     L.seed_everything(0)
-    module = MetaLearner(algorithm="maml", adapt=["head.*"], inner_steps=2, inner_lr=0.05, schema=dm.schema,
-                         rating_mean=dm.rating_mean, network_args=dict(embedding_dim=8))
+    module = MetaLearner(algorithm="maml", adapt=["head.*"], inner_steps=2, inner_lr=0.05,
+                         data_info=dm.info, network_args=dict(embedding_dim=8))
     trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
     full = trainer.test(module, dm, verbose=False)[0]
     dm.test_scenarios = ["item-cold", "user+item-cold"]

@@ -83,8 +83,8 @@ def test_training_observes_exactly_the_training_values():
 
     dm = MetaDataModule(dataset_args=dict(num_users=60, num_items=50, min_ratings=15, max_ratings=25),
                         sampler_args=dict(query_size=4, min_support=2), tasks_per_batch=8)
-    module = MetaLearner(algorithm="maml", adapt=["head.*"], inner_steps=1, schema=dm.schema,
-                         rating_mean=dm.rating_mean, network_args=dict(embedding_dim=4, hidden=[8]))
+    module = MetaLearner(algorithm="maml", adapt=["head.*"], inner_steps=1,
+                         data_info=dm.info, network_args=dict(embedding_dim=4, hidden=[8]))
     L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
               enable_model_summary=False, limit_val_batches=0).fit(module, dm)
     enc, data = module.network.encoder, dm.data

@@ -77,8 +77,8 @@ def test_a_fit_validates_on_both_rankings():
     from metarec_pl.bilevel import MetaLearner
 
     dm = synthetic(candidates=10, full_catalogue=True)
-    module = MetaLearner(algorithm="maml", adapt=["head.*"], inner_steps=1, inner_lr=0.05, schema=dm.schema,
-                         rating_mean=dm.rating_mean, network_args=dict(embedding_dim=8))
+    module = MetaLearner(algorithm="maml", adapt=["head.*"], inner_steps=1, inner_lr=0.05,
+                         data_info=dm.info, network_args=dict(embedding_dim=8))
     trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, max_epochs=1,
                         limit_train_batches=1, enable_checkpointing=False)
     trainer.fit(module, dm)

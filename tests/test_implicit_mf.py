@@ -7,6 +7,7 @@ import torch
 pytest.importorskip("implicit")
 
 from metarec_pl.algorithms.implicit_mf import ImplicitALS, ImplicitBPR  # noqa: E402
+from metarec_pl.data.info import DataInfo  # noqa: E402
 from metarec_pl.data.types import Samples, Task, TaskCollator  # noqa: E402
 from metarec_pl.models.mlp import MLPNet  # noqa: E402
 from metarec_pl.testing import tiny_data  # noqa: E402
@@ -14,9 +15,8 @@ from metarec_pl.testing import tiny_data  # noqa: E402
 
 def bound(cls, data, **kwargs):
     algo = cls(**kwargs)
-    algo.num_users, algo.num_items = data.num_users, data.num_items
     model = MLPNet(data.schema)
-    algo.bind(model)
+    algo.bind(model, DataInfo.of(data))
     return algo, model
 
 

@@ -15,6 +15,7 @@ import torch
 from conftest import unequal_batch
 from metarec_pl import inner
 from metarec_pl.bilevel import MetaLearner
+from metarec_pl.data.info import DataInfo
 from metarec_pl.data.types import TaskBatch
 from metarec_pl.errors import ConfigError
 from metarec_pl.inner.planner import ORDER
@@ -45,8 +46,9 @@ def to_double(batch: TaskBatch) -> TaskBatch:
 def module_for(data, algorithm, adapt, network, loss, path, **kwargs) -> MetaLearner:
     torch.manual_seed(0)
     return MetaLearner(algorithm=algorithm, network=network, adapt=list(adapt) if adapt else None, inner_steps=3,
-                       inner_lr=0.05, loss=loss, network_args={"hidden": [16, 8]}, schema=data.schema,
-                       rating_mean=None if loss != "mse" else 3.5, inner_path=path, **kwargs).double()
+                       inner_lr=0.05, loss=loss, network_args={"hidden": [16, 8]},
+                       data_info=DataInfo(data.schema, rating_mean=None if loss != "mse" else 3.5), inner_path=path,
+                       **kwargs).double()
 
 
 def batch_for(data, loss: str) -> TaskBatch:
@@ -118,7 +120,7 @@ def test_fp16_autocast_plans_the_inner_loss_scaling(tiny_world):
     (the scaling is made for the unscaled gradient range); without autocast neither happens."""
     _, data = tiny_world
     batch = unequal_batch(data, SUPPORT_SIZES)
-    module = MetaLearner(algorithm="maml", adapt=["head.*"], inner_steps=2, schema=data.schema)
+    module = MetaLearner(algorithm="maml", adapt=["head.*"], inner_steps=2, data_info=DataInfo(data.schema))
     plain = inner.plan(module.network, module.algorithm, batch, 2)
     assert (plain.path, plain.fp16_scaling, plain.fold_lr) == ("kernel", False, True)
     with torch.autocast("cpu", dtype=torch.float16):
@@ -146,7 +148,7 @@ def test_an_unknown_inner_path_is_refused_in_one_line(tiny_world):
     _, data = tiny_world
     with pytest.raises(ConfigError, match=r"model.inner_path: 'fastest' is not an inner-loop path; expected one of "
                                           r"auto, reference, autograd, written-out, kernel") as err:
-        MetaLearner(algorithm="maml", inner_path="fastest", schema=data.schema)
+        MetaLearner(algorithm="maml", inner_path="fastest", data_info=DataInfo(data.schema))
     assert "\n" not in str(err.value)
 
 
@@ -178,7 +180,7 @@ def test_the_learners_without_inner_loop_are_the_expected_ones():
 def test_a_learner_without_inner_loop_refuses_its_options_in_one_line(tiny_world, algorithm, option, value):
     _, data = tiny_world
     with pytest.raises(ConfigError) as err:
-        MetaLearner(algorithm=algorithm, schema=data.schema, num_users=200, num_items=100, **{option: value})
+        MetaLearner(algorithm=algorithm, data_info=DataInfo.of(data), **{option: value})
     assert str(err.value) == (f"model.{option}: algorithm '{algorithm}' has no inner loop (it is not gradient-based), "
                               f"got {value!r}; expected model.{option} left out (null)")
 

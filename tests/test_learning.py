@@ -11,8 +11,7 @@ def fit_and_test(algorithm: str, epochs: int = 10) -> dict[str, float]:
     L.seed_everything(0)
     dm = MetaDataModule(sampler_args=dict(query_size=10, min_support=3), tasks_per_batch=32, eval_tasks_per_batch=128)
     inner = dict(adapt=["head.*"], inner_steps=5, inner_lr=0.05) if algorithm != "none" else {}  # none: no inner loop
-    module = MetaLearner(algorithm=algorithm, **inner, network_args=dict(embedding_dim=16), schema=dm.schema,
-                         rating_mean=dm.rating_mean)
+    module = MetaLearner(algorithm=algorithm, **inner, network_args=dict(embedding_dim=16), data_info=dm.info)
     trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, gradient_clip_val=1.0)
     trainer.fit(module, dm)

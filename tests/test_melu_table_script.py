@@ -19,8 +19,7 @@ import melu_table  # noqa: E402
 def _fit(root: str, best: bool, epochs: int = 4):
     dm = MetaDataModule(root=root, seed=0, candidates=None, **{**melu_table.DATA, "tasks_per_batch": 8})
     L.seed_everything(0, verbose=False)
-    module = MetaLearner(algorithm="maml", schema=dm.schema, rating_mean=dm.rating_mean, num_users=dm.num_users,
-                         num_items=dm.num_items, optimizer=lambda p: torch.optim.Adam(p, lr=3e-3),
+    module = MetaLearner(algorithm="maml", data_info=dm.info, optimizer=lambda p: torch.optim.Adam(p, lr=3e-3),
                          **{**melu_table.COMMON, **melu_table.METHODS["maml"]["model"]})
     if best:
         return module, dm, melu_table.fit_best(module, dm, epochs=epochs, keep_epoch=2)

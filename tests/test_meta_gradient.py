@@ -10,6 +10,7 @@ from conftest import unequal_batch
 from metarec_pl import divergence
 from metarec_pl.algorithms.base import Algorithm, broadcasts_over_tasks
 from metarec_pl.bilevel import MetaLearner
+from metarec_pl.data.info import DataInfo
 from metarec_pl.data.types import TaskBatch
 from metarec_pl.inner import plan
 
@@ -91,8 +92,8 @@ def test_vectorised_meta_gradient_matches_per_task_loop(tiny_world, algorithm, a
     _, data = tiny_world
     torch.manual_seed(0)
     inner = {} if algorithm == "none" else dict(adapt=adapt, inner_steps=3, inner_lr=0.05)  # none: no inner loop
-    module = MetaLearner(algorithm=algorithm, network=network, network_args={"hidden": [16, 8]}, schema=data.schema,
-                         rating_mean=3.5, **inner).double()
+    module = MetaLearner(algorithm=algorithm, network=network, network_args={"hidden": [16, 8]},
+                         data_info=DataInfo(data.schema, rating_mean=3.5), **inner).double()
     batch = to_double(unequal_batch(data, SUPPORT_SIZES))
     vectorised, reference = meta_grads(module, batch, False), meta_grads(module, batch, True)
     assert sum(float(g.abs().sum()) for g in reference.values()) > 0
@@ -102,7 +103,7 @@ def test_vectorised_meta_gradient_matches_per_task_loop(tiny_world, algorithm, a
 def test_padding_does_not_change_the_meta_gradient(tiny_world):
     """The same tasks padded to a wider batch (an extra long task) give the same per-task losses."""
     _, data = tiny_world
-    module = MetaLearner(algorithm="maml", adapt=["*"], inner_steps=2, schema=data.schema).double()
+    module = MetaLearner(algorithm="maml", adapt=["*"], inner_steps=2, data_info=DataInfo(data.schema)).double()
     short = to_double(unequal_batch(data, (3, 9)))
     wide = to_double(unequal_batch(data, (3, 9, 30)))
     a = module.adapt(short, steps=2).query_loss
@@ -117,7 +118,7 @@ def test_second_order_differs_from_first_order(tiny_world):
     for first_order in (False, True):
         torch.manual_seed(0)
         module = MetaLearner(algorithm="maml", adapt=["*"], first_order=first_order, inner_steps=3, inner_lr=0.05,
-                             schema=data.schema, rating_mean=3.5).double()
+                             data_info=DataInfo(data.schema, rating_mean=3.5)).double()
         grads[first_order] = meta_grads(module, batch, False)
     assert rel_err(grads[True], grads[False]) > 1e-3
 
@@ -132,8 +133,8 @@ def test_an_unmarked_inner_update_sees_one_task_at_a_time(tiny_world):
 
     _, data = tiny_world
     torch.manual_seed(0)
-    module = MetaLearner(algorithm="maml", adapt=["head.*"], inner_steps=2, inner_lr=0.5, schema=data.schema,
-                         rating_mean=3.5).double()
+    module = MetaLearner(algorithm="maml", adapt=["head.*"], inner_steps=2, inner_lr=0.5,
+                         data_info=DataInfo(data.schema, rating_mean=3.5)).double()
     module.algorithm.inner_update = NormalisedStep.inner_update.__get__(module.algorithm)
     batch = to_double(unequal_batch(data, SUPPORT_SIZES))
     together = module.adapt(batch, steps=2).query_loss
@@ -159,14 +160,16 @@ def test_kernel_first_layer_is_planned_exactly_where_it_applies(tiny_world, algo
     """The planner picks the kernel form where it applies (plain SGD on an adapted first layer of an MLP head,
     query through the adapted weights), so the meta-gradient test above checks that path."""
     _, data = tiny_world
-    module = MetaLearner(algorithm=algorithm, network="melu", adapt=adapt, inner_steps=2, schema=data.schema)
+    module = MetaLearner(algorithm=algorithm, network="melu", adapt=adapt, inner_steps=2,
+                         data_info=DataInfo(data.schema))
     assert (plan(module.network, module.algorithm, unequal_batch(data, SUPPORT_SIZES), 2).path == "kernel") is expected
 
 
 def test_kernel_first_layer_is_not_planned_without_gradients(tiny_world):
     """Evaluation (no graph) forms the per-task weights instead: cheaper when the query is a whole catalogue."""
     _, data = tiny_world
-    module = MetaLearner(algorithm="maml", network="melu", adapt=["head.*"], inner_steps=2, schema=data.schema)
+    module = MetaLearner(algorithm="maml", network="melu", adapt=["head.*"], inner_steps=2,
+                         data_info=DataInfo(data.schema))
     batch = unequal_batch(data, SUPPORT_SIZES)
     assert plan(module.network, module.algorithm, batch, 2).path == "kernel"
     with torch.no_grad():
@@ -180,7 +183,7 @@ def test_autograd_inner_gradients_on_a_linear_head_are_exact(tiny_world, algorit
     _, data = tiny_world
     torch.manual_seed(0)
     module = MetaLearner(algorithm=algorithm, network="melu", adapt=["head.*"], inner_steps=3, inner_lr=0.05,
-                         network_args={"hidden": [16, 8]}, schema=data.schema, rating_mean=3.5,
+                         network_args={"hidden": [16, 8]}, data_info=DataInfo(data.schema, rating_mean=3.5),
                          inner_path="autograd").double()
     batch = to_double(unequal_batch(data, SUPPORT_SIZES))
     chosen = plan(module.network, module.algorithm, batch, 3, "autograd")
@@ -232,7 +235,7 @@ def test_meta_gradient_matches_per_task_loop_for_each_loss(tiny_world, loss, alg
     _, data = tiny_world
     torch.manual_seed(0)
     module = MetaLearner(algorithm=algorithm, network=network, adapt=adapt, inner_steps=3, inner_lr=0.05, loss=loss,
-                         network_args={"hidden": [16, 8]}, schema=data.schema).double()
+                         network_args={"hidden": [16, 8]}, data_info=DataInfo(data.schema)).double()
     batch = implicit(to_double(unequal_batch(data, SUPPORT_SIZES)))
     assert 0 < float(batch.support.rating.sum()) < float(batch.support.mask.sum())  # both kinds present
     module.zero_grad()
@@ -249,8 +252,8 @@ def test_meta_gradient_matches_per_task_loop_for_each_loss(tiny_world, loss, alg
 def test_a_loss_an_algorithm_cannot_use_is_refused_in_one_line(tiny_world):
     _, data = tiny_world
     with pytest.raises(ValueError, match="model.loss: algorithm 'protonet' works with mse only"):
-        MetaLearner(algorithm="protonet", loss="bpr", schema=data.schema)
+        MetaLearner(algorithm="protonet", loss="bpr", data_info=DataInfo(data.schema))
     with pytest.raises(ValueError, match="model.loss: algorithm 'mf-foldin' works with mse only"):
-        MetaLearner(algorithm="mf-foldin", loss="bce", schema=data.schema, num_users=5, num_items=5)
+        MetaLearner(algorithm="mf-foldin", loss="bce", data_info=DataInfo.of(data))
     with pytest.raises(ValueError, match="model.loss: unknown loss 'hinge'"):
-        MetaLearner(algorithm="maml", loss="hinge", schema=data.schema)
+        MetaLearner(algorithm="maml", loss="hinge", data_info=DataInfo(data.schema))

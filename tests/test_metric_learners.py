@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import metarec_pl
-from metarec_pl import MetaLearner, plugins
+from metarec_pl import DataInfo, MetaLearner, plugins
 from metarec_pl.data.module import MetaDataModule
 from metarec_pl.data.types import Samples, TaskBatch, TaskCollator
 from metarec_pl.testing import registered, tiny_batch, tiny_data
@@ -25,7 +25,8 @@ def data():
 
 def learner(data, name, args, **kwargs) -> MetaLearner:
     torch.manual_seed(0)
-    module = MetaLearner(algorithm=name, algorithm_args=args, schema=data.schema, rating_mean=3.5, **kwargs)
+    module = MetaLearner(algorithm=name, algorithm_args=args,
+                         data_info=DataInfo(data.schema, rating_mean=3.5), **kwargs)
     return module.eval()
 
 
@@ -99,12 +100,13 @@ def test_protonet_rejects_a_single_level(data):
 
 
 def test_melu_preset_carries_the_paper_local_settings(data):
-    preset = MetaLearner(algorithm="melu", schema=data.schema).algorithm
+    preset = MetaLearner(algorithm="melu", data_info=DataInfo(data.schema)).algorithm
     assert (preset.inner_lr, preset.inner_steps, preset.first_order) == (5e-6, 5, False)
     assert preset.adapted_names and all(n.startswith("head.") for n in preset.adapted_names)
-    explicit = MetaLearner(algorithm="melu", inner_lr=0.01, inner_steps=1, schema=data.schema).algorithm
+    explicit = MetaLearner(algorithm="melu", inner_lr=0.01, inner_steps=1, data_info=DataInfo(data.schema)).algorithm
     assert (explicit.inner_lr, explicit.inner_steps) == (0.01, 1)
-    assert MetaLearner(algorithm="maml", schema=data.schema).algorithm.inner_lr == 0.01  # others keep theirs
+    assert MetaLearner(algorithm="maml",
+                       data_info=DataInfo(data.schema)).algorithm.inner_lr == 0.01  # others keep theirs
 
 
 def fit(module: MetaLearner, dm: MetaDataModule, epochs: int, **trainer_args) -> L.Trainer:
@@ -125,7 +127,7 @@ def test_checkpoint_of_a_missing_plugin_names_its_distribution(tmp_path):
     dm = MetaDataModule(dataset_args=dict(num_users=60, num_items=40, min_ratings=15, max_ratings=25),
                         sampler_args=dict(query_size=5))
     with registered(Plugin(), distribution="my-proto-dist"):
-        module = MetaLearner(algorithm="my-proto", schema=dm.schema, rating_mean=dm.rating_mean)
+        module = MetaLearner(algorithm="my-proto", data_info=dm.info)
         trainer = fit(module, dm, 1, limit_train_batches=1, limit_val_batches=0)
         trainer.save_checkpoint(tmp_path / "last.ckpt")
         reloaded = MetaLearner.load_from_checkpoint(tmp_path / "last.ckpt")
@@ -141,7 +143,7 @@ def test_item_as_task_under_each_precision(data, precision):
     dm = MetaDataModule(dataset_args=dict(num_users=80, num_items=30, min_ratings=10, max_ratings=20),
                         sampler="item", sampler_args=dict(query_size=5), tasks_per_batch=8)
     for name, args in LEARNERS:
-        module = MetaLearner(algorithm=name, algorithm_args=args, schema=dm.schema, rating_mean=dm.rating_mean)
+        module = MetaLearner(algorithm=name, algorithm_args=args, data_info=dm.info)
         trainer = fit(module, dm, 1, limit_train_batches=2, precision=precision)
         assert torch.isfinite(torch.tensor(trainer.callback_metrics["val/mae"].item())), (name, args)
 
@@ -185,8 +187,7 @@ def results():
         L.seed_everything(0)
         dm = MetaDataModule(**DATA)
         module = MetaLearner(algorithm=name, algorithm_args=args, network_args=dict(embedding_dim=16),
-                             schema=dm.schema, rating_mean=dm.rating_mean, num_users=dm.data.num_users,
-                             num_items=dm.data.num_items, optimizer=OPTIMIZER)
+                             data_info=dm.info, optimizer=OPTIMIZER)
         trainer = L.Trainer(max_epochs=1 if name == "bias" else EPOCHS, logger=False, enable_checkpointing=False,
                             enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
                             num_sanity_val_steps=0)

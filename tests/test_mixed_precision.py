@@ -9,6 +9,7 @@ import torch
 
 from conftest import unequal_batch
 from metarec_pl.bilevel import MetaLearner
+from metarec_pl.data.info import DataInfo
 from metarec_pl.inner_tools import INNER_GRAD_TARGET, inner_loss_scale, unscale
 from metarec_pl.losses import MSE
 
@@ -34,7 +35,7 @@ def test_second_order_meta_gradient_under_autocast_is_close_to_float32(tiny_worl
     _, data = tiny_world
     torch.manual_seed(0)
     module = MetaLearner(algorithm="maml", network="mlp", adapt=["*"], inner_steps=3, inner_lr=0.05,
-                         schema=data.schema, rating_mean=3.5).to(device)
+                         data_info=DataInfo(data.schema, rating_mean=3.5)).to(device)
     with torch.no_grad():
         module.network.head[-1].weight.mul_(1e-7)
     batch = move(unequal_batch(data), device)

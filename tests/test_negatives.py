@@ -203,8 +203,7 @@ def test_popularity_counts_interactions_and_never_sampled_negatives(clicks):
     data = dm.data
     tasks = dm.stage_tasks("train")["train"]
     algo = Popularity()
-    algo.num_users, algo.num_items = data.num_users, data.num_items
-    algo.bind(MeLUNet(dm.schema, embedding_dim=4, hidden=(4,)))
+    algo.bind(MeLUNet(dm.schema, embedding_dim=4, hidden=(4,)), dm.info)
     algo.train()
     for start in range(0, len(tasks), 8):
         batch = TaskCollator(data)(tasks[start:start + 8])
@@ -272,8 +271,7 @@ def test_popularity_on_clicks_finds_the_popular_items(tmp_path):
     dm = MetaDataModule(dataset="interactions", root=str(tmp_path), candidates=20, tasks_per_batch=16,
                         dataset_args={"path": "clicks.csv", "implicit": True, "id_features": True, "cache": False},
                         sampler_args={"query_size": 10, "min_support": 5})
-    module = MetaLearner(algorithm="popularity", network="mlp", schema=dm.schema, num_users=dm.num_users,
-                         num_items=dm.num_items, like_threshold=dm.like_threshold)
+    module = MetaLearner(algorithm="popularity", network="mlp", data_info=dm.info)
     trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, max_epochs=1,
                         enable_checkpointing=False)
     trainer.fit(module, dm)

@@ -126,10 +126,12 @@ def check_registration(row, module_name: str, example: str) -> None:
         assert row.obj.__module__ == module_name
     data = tiny_data()
     if row.kind == "algorithm":
-        learner = metarec_pl.MetaLearner(algorithm=row.name, schema=data.schema, rating_mean=3.5)
+        learner = metarec_pl.MetaLearner(algorithm=row.name,
+                                         data_info=metarec_pl.DataInfo(data.schema, rating_mean=3.5))
         assert learner.adapt(tiny_batch(data)).query_pred.isfinite().all()
     elif row.kind == "network":
-        learner = metarec_pl.MetaLearner(network=row.name, adapt=["head.*"], schema=data.schema)
+        learner = metarec_pl.MetaLearner(network=row.name, adapt=["head.*"],
+                                         data_info=metarec_pl.DataInfo(data.schema))
         assert learner.adapt(tiny_batch(data)).query_pred.isfinite().all()
     elif row.kind == "sampler":
         tasks = row.obj().tasks(data, torch.arange(len(data.user)), seed=0)
@@ -141,7 +143,8 @@ def check_registration(row, module_name: str, example: str) -> None:
         assert sorted(torch.cat(parts).tolist()) == list(range(len(data.user)))
         assert isinstance(metarec_pl.FileDataset(protocol=row.name, val_fraction=0.2).protocol, row.obj)
     elif row.kind == "metric":
-        learner = metarec_pl.MetaLearner(adapt=["head.*"], schema=data.schema, extra_metrics=[row.name])
+        learner = metarec_pl.MetaLearner(adapt=["head.*"], data_info=metarec_pl.DataInfo(data.schema),
+                                         extra_metrics=[row.name])
         batch = tiny_batch(data)
         learner.metrics.update("val", "warm", learner(batch.query.features), batch)
         assert f"val/{row.name}" in learner.metrics.compute("val")

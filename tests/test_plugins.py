@@ -13,6 +13,7 @@ import metarec_pl
 from metarec_pl import plugins
 from metarec_pl.algorithms.maml import MAML
 from metarec_pl.bilevel import MetaLearner
+from metarec_pl.data.info import DataInfo
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,7 +39,7 @@ def test_plugin_registered_at_run_time_is_found_and_used(tiny_world):
         assert metarec_pl.get_algorithm("doubled") is Doubled
         row = [r for r in metarec_pl.registrations("algorithm") if r.name == "doubled"][0]
         assert (row.plugin, row.distribution) == ("doubled-plugin", "my-dist")
-        module = MetaLearner(algorithm="doubled", inner_lr=0.01, schema=data.schema)
+        module = MetaLearner(algorithm="doubled", inner_lr=0.01, data_info=DataInfo(data.schema))
         assert module.algorithm.inner_lr == pytest.approx(0.02)
     finally:
         metarec_pl.unregister_plugin(name)

@@ -5,6 +5,7 @@ import torch
 
 from conftest import unequal_batch
 from metarec_pl.bilevel import MetaLearner
+from metarec_pl.data.info import DataInfo
 from metarec_pl.data.module import MetaDataModule
 
 # bf16 keeps 8 mantissa bits (~0.4 % per op); the error grows with every inner step.  Measured on this batch
@@ -25,8 +26,8 @@ def flat_grad(module: MetaLearner, batch, autocast: bool) -> torch.Tensor:
 def test_bf16_second_order_meta_gradient_is_close_to_float32(tiny_world):
     _, data = tiny_world
     torch.manual_seed(0)
-    module = MetaLearner(algorithm="maml", adapt=["*"], inner_steps=3, inner_lr=0.05, schema=data.schema,
-                         rating_mean=3.5)
+    module = MetaLearner(algorithm="maml", adapt=["*"], inner_steps=3, inner_lr=0.05,
+                         data_info=DataInfo(data.schema, rating_mean=3.5))
     batch = unequal_batch(data)
     full, mixed = flat_grad(module, batch, False), flat_grad(module, batch, True)
     assert torch.isfinite(mixed).all()
@@ -38,8 +39,7 @@ def fit_val_mae(precision: str) -> float:
     L.seed_everything(0)
     dm = MetaDataModule(dataset_args=dict(num_users=200, num_items=100, min_ratings=30, max_ratings=60),
                         sampler_args=dict(query_size=10, min_support=3), tasks_per_batch=16)
-    module = MetaLearner(algorithm="maml", adapt=["head.*"], inner_steps=3, inner_lr=0.05, schema=dm.schema,
-                         rating_mean=dm.rating_mean)
+    module = MetaLearner(algorithm="maml", adapt=["head.*"], inner_steps=3, inner_lr=0.05, data_info=dm.info)
     trainer = L.Trainer(max_epochs=3, precision=precision, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, inference_mode=False)
     trainer.fit(module, dm)

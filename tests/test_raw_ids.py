@@ -17,7 +17,6 @@ import torch
 import yaml
 
 from metarec_pl.bilevel import MetaLearner
-from metarec_pl.cli import schema_as_dicts
 from metarec_pl.data.module import MetaDataModule
 from metarec_pl.data.types import DataError
 from metarec_pl.recommend import NewUser, Recommender
@@ -44,8 +43,7 @@ def train(tmp_path: Path, items, network: str = "mlp", **dataset_args):
     dm = MetaDataModule(dataset="interactions", root=str(tmp_path),
                         dataset_args={"path": "log.csv", "cache_dir": str(tmp_path / "cache"), **dataset_args},
                         sampler_args={"query_size": 5, "min_support": 3}, tasks_per_batch=8)
-    module = MetaLearner(network=network, inner_steps=1, schema=schema_as_dicts(dm.schema),
-                         rating_mean=dm.rating_mean, num_users=dm.num_users, num_items=dm.num_items)
+    module = MetaLearner(network=network, inner_steps=1, data_info=dm.info)
     trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, inference_mode=False)
     trainer.fit(module, dm)

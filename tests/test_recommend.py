@@ -14,7 +14,6 @@ import torch
 import yaml
 
 from metarec_pl.bilevel import MetaLearner
-from metarec_pl.cli import schema_as_dicts
 from metarec_pl.data.module import MetaDataModule
 from metarec_pl.data.types import DataError, Task, TaskCollator
 from metarec_pl.recommend import NewUser, Recommender
@@ -29,8 +28,7 @@ def trained(tmp_path_factory):
     L.seed_everything(0)
     dm = MetaDataModule(dataset_args=WORLD, sampler_args={"query_size": 10, "min_support": 3}, tasks_per_batch=32)
     module = MetaLearner(network_args={"embedding_dim": 8, "hidden": [32]}, inner_steps=3, inner_lr=0.05,
-                         adapt=["head.*"], schema=schema_as_dicts(dm.schema), rating_mean=dm.rating_mean,
-                         num_users=dm.num_users, num_items=dm.num_items)
+                         adapt=["head.*"], data_info=dm.info)
     trainer = L.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, inference_mode=False)
     trainer.fit(module, dm)

@@ -125,7 +125,7 @@ def test_encoder_is_outside_the_autograd_graph_and_the_inner_loop(tmp_path):
                             sampler_args=dict(query_size=5, min_support=3), tasks_per_batch=8)
         assert dm.schema[-1].key == "item_text" and encoder.calls == 1  # encoded while the data loaded
         assert dm.dataset.oracle_mae(dm.data.splits["test"]["item-cold"]) > 0  # the base's extras stay reachable
-        module = MetaLearner(algorithm="maml", network="melu", schema=dm.schema, rating_mean=dm.rating_mean,
+        module = MetaLearner(algorithm="maml", network="melu", data_info=dm.info,
                              network_args=dict(embedding_dim=8, hidden=[16, 16], lora_rank=2),
                              adapt=["*lora*", "encoder.tables.user_*"], inner_steps=2, inner_lr=0.1)
         batch = next(iter(dm.train_dataloader()))

@@ -1,7 +1,7 @@
 """What an algorithm decides in the bilevel loop, and nothing else.
 
 ``MetaAlgorithm`` is what ``MetaLearner`` talks to: ``bind`` (choose or create what the algorithm owns, once the
-network exists), ``run`` (adapt every task of a meta-batch and predict its query set) and ``outer_loss`` (the
+network and the data's facts, a ``DataInfo``, exist), ``run`` (adapt every task of a meta-batch and predict its query set) and ``outer_loss`` (the
 scalar Lightning back-propagates).  Metric-based learners (prototypes, attention, neural processes) and the
 baselines subclass it directly and write ``run``; they have no inner loop, so they refuse its options.
 
@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from metarec_pl import inner
+from metarec_pl.data.info import DataInfo
 from metarec_pl.data.types import TaskBatch
 from metarec_pl.errors import ConfigError
 from metarec_pl.losses import MSE, Loss, masked_mse  # noqa: F401  (masked_mse: re-exported for plugins)
@@ -52,14 +53,15 @@ class MetaAlgorithm(nn.Module):
     and ``outer_loss``).  Constructed with inner-loop options set, it raises ``ConfigError`` (one line).
 
     ``loss``: the per-task loss (``metarec_pl.losses``; ``MetaLearner(loss=...)`` sets it before ``bind``);
-    ``supported_losses``: the loss names a class works with (``None``: any).  ``num_users``/``num_items``: id-table
-    sizes, set by ``MetaLearner`` before ``bind`` (for per-id baselines).
+    ``supported_losses``: the loss names a class works with (``None``: any).  ``info``: the data's facts
+    (``DataInfo``), and ``num_users``/``num_items`` its id counts (for per-id baselines), set by ``bind``.
     """
 
     gradient_based: ClassVar[bool] = False
     needs_support_loss: ClassVar[bool] = False
     needs_fast_weights: ClassVar[bool] = False
     default_adapt: ClassVar[tuple[str, ...]] = ()
+    info: Optional[DataInfo] = None
     num_users: Optional[int] = None
     num_items: Optional[int] = None
     loss: Loss = MSE()
@@ -81,8 +83,12 @@ class MetaAlgorithm(nn.Module):
     def name(self) -> str:
         return type(self).__name__
 
-    def bind(self, model: nn.Module) -> None:
-        """Create what the algorithm owns for ``model`` (projections, id tables); nothing by default."""
+    def bind(self, model: nn.Module, info: Optional[DataInfo] = None) -> None:
+        """Create what the algorithm owns for ``model`` and the data ``info`` (projections, id tables sized by
+        ``info.num_users``/``num_items``, levels from ``info.rating_levels``).  The base keeps ``info`` as
+        ``self.info`` with its id counts as ``num_users``/``num_items`` (``None``: kept as set before)."""
+        if info is not None:
+            self.info, self.num_users, self.num_items = info, info.num_users, info.num_items
 
     def run(self, model: nn.Module, batch: TaskBatch, steps: int, create_graph: bool,
             chunk_size: Optional[int] = None) -> AdaptResult:
@@ -133,9 +139,10 @@ class GradientAlgorithm(MetaAlgorithm):
         self.first_order = self.default_first_order if first_order is None else first_order
         self.adapt_patterns = tuple(adapt) if adapt else self.default_adapt
 
-    def bind(self, model: nn.Module) -> None:
+    def bind(self, model: nn.Module, info: Optional[DataInfo] = None) -> None:
         """Choose the adapted parameters of ``model``; subclasses create per-parameter meta-tensors here.
         ``ConfigError`` when the ``adapt`` patterns match no parameter."""
+        super().bind(model, info)
         if not self.gradient_based:
             return
         all_names = [n for n, _ in model.named_parameters()]

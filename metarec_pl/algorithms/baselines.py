@@ -10,8 +10,8 @@
 
 ``bias`` and ``popularity`` are fitted by counting: each training task (user) is tallied once, the first time it
 is seen, so any number of epochs gives the same estimates; their loss is a zero tied to the network's parameters
-so Lightning's loop runs unchanged.  Per-id tables need ``num_users``/``num_items`` (``MetaLearner`` args, linked
-from the data module by the CLI).
+so Lightning's loop runs unchanged.  Per-id tables are sized by the data's id counts (``bind(model, info)``:
+``info.num_users``/``num_items`` of the ``DataInfo`` the data module measures).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from metarec_pl.algorithms.base import AdaptResult, Algorithm, MetaAlgorithm, masked_mse
+from metarec_pl.data.info import DataInfo
 from metarec_pl.data.types import TaskBatch
 from metarec_pl.errors import ConfigError
 from metarec_pl.models.base import pooled_multi
@@ -39,18 +40,18 @@ class _IdTables(MetaAlgorithm):
 
     needs_support_loss = True
 
-    def bind(self, model: nn.Module) -> None:
-        super().bind(model)
+    def bind(self, model: nn.Module, info: Optional[DataInfo] = None) -> None:
+        super().bind(model, info)
         if self.num_users is None or self.num_items is None:
-            raise ConfigError(f"{self.name}: needs num_users and num_items (MetaLearner args; the metarec CLI links "
-                             f"them from the data module)")
+            raise ConfigError(f"{self.name}: needs the data's id counts (num_users, num_items), got none; expected "
+                              f"MetaLearner(data_info=MetaDataModule.info) (the metarec CLI links data.info)")
 
 
 class _Tally(_IdTables):
     """Per-item rating sums and counts over the training tasks, each task counted once."""
 
-    def bind(self, model: nn.Module) -> None:
-        super().bind(model)
+    def bind(self, model: nn.Module, info: Optional[DataInfo] = None) -> None:
+        super().bind(model, info)
         self.register_buffer("item_sum", torch.zeros(self.num_items, dtype=torch.float64))
         self.register_buffer("item_count", torch.zeros(self.num_items, dtype=torch.float64))
         self.register_buffer("user_seen", torch.zeros(self.num_users, dtype=torch.bool))
@@ -174,8 +175,8 @@ class MFFoldIn(_IdTables):
         super().__init__(*args, **kwargs)
         self.dim, self.reg, self.ridge = dim, reg, ridge
 
-    def bind(self, model: nn.Module) -> None:
-        super().bind(model)
+    def bind(self, model: nn.Module, info: Optional[DataInfo] = None) -> None:
+        super().bind(model, info)
         d = self.dim
         self.user_factors = nn.Embedding(self.num_users, d + 1)  # [p_u, b_u]
         self.item_factors = nn.Embedding(self.num_items, d + 1)  # [q_i, b_i], id part

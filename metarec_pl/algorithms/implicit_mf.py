@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from metarec_pl.algorithms.base import AdaptResult, masked_mse
 from metarec_pl.algorithms.baselines import _IdTables
+from metarec_pl.data.info import DataInfo
 from metarec_pl.data.types import TaskBatch
 from metarec_pl.errors import ConfigError
 
@@ -68,8 +69,8 @@ class _ImplicitMF(_IdTables):
         """Columns of the library's item factors."""
         raise NotImplementedError
 
-    def bind(self, model: nn.Module) -> None:
-        super().bind(model)
+    def bind(self, model: nn.Module, info: Optional[DataInfo] = None) -> None:
+        super().bind(model, info)
         self.register_buffer("item_factors", torch.zeros(self.num_items, self.width))
         self.register_buffer("fitted", torch.tensor(False))
         self.seen = np.zeros(self.num_users, dtype=bool)  # training users tallied (this process)

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from metarec_pl.algorithms.base import AdaptResult, MetaAlgorithm
 from metarec_pl.models.pairs import encoder_dim, full_precision, projection
+from metarec_pl.data.info import DataInfo
 from metarec_pl.data.types import TaskBatch
 from metarec_pl.errors import ConfigError
 from metarec_pl.losses import masked_mse
@@ -40,8 +41,8 @@ class MatchingNet(MetaAlgorithm):
         self.widths, self.full_context, self.heads, self.residual = tuple(projection), full_context, heads, residual
         self.log_scale = nn.Parameter(torch.tensor(math.log(temperature)))
 
-    def bind(self, model: nn.Module) -> None:
-        super().bind(model)
+    def bind(self, model: nn.Module, info: Optional[DataInfo] = None) -> None:
+        super().bind(model, info)
         dim = encoder_dim(model, "matchingnet")
         self.project = projection(dim, self.widths)
         if self.full_context:

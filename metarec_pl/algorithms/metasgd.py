@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import Tensor, nn
 
 from metarec_pl.algorithms.base import Algorithm, broadcasts_over_tasks
+from metarec_pl.data.info import DataInfo
 
 
 def _key(name: str) -> str:
@@ -15,8 +18,8 @@ def _key(name: str) -> str:
 class MetaSGD(Algorithm):
     """Learned per-entry learning rates, initialised to ``inner_lr`` and updated by the outer optimiser."""
 
-    def bind(self, model: nn.Module) -> None:
-        super().bind(model)
+    def bind(self, model: nn.Module, info: Optional[DataInfo] = None) -> None:
+        super().bind(model, info)
         params = dict(model.named_parameters())
         self.lrs = nn.ParameterDict({_key(n): nn.Parameter(torch.full_like(params[n], self.inner_lr))
                                      for n in self.adapted_names})

@@ -18,10 +18,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metarec_pl.algorithms.base import AdaptResult, MetaAlgorithm
+from metarec_pl.data.info import DataInfo
 from metarec_pl.models.pairs import encoder_dim, full_precision, projection
 from metarec_pl.data.types import TaskBatch
 from metarec_pl.errors import ConfigError
 from metarec_pl.losses import masked_mse
+
+
+DEFAULT_RANGE = (1.0, 5.0)  # the scale of a data info that says nothing of its ratings
 
 
 def rating_levels(rating_range: Sequence[float], levels: Optional[Sequence[float]]) -> list[float]:
@@ -38,21 +42,28 @@ def rating_levels(rating_range: Sequence[float], levels: Optional[Sequence[float
 
 
 class ProtoNet(MetaAlgorithm):
-    """Args (``--model.algorithm_args``): ``rating_range`` (levels are its integers; (0, 1) for implicit data) or
-    explicit ``levels``; ``projection``: widths of the MLP on top of the network's encoder; ``level_prior``: add
+    """Args (``--model.algorithm_args``): ``rating_range`` (levels are its integers) or explicit ``levels``; neither
+    given: the data's (``DataInfo.rating_levels``: the distinct training ratings, 0 and 1 for implicit data; a
+    continuous target: the integers of ``DataInfo.rating_range``, else of 1..5); ``projection``: widths of the MLP on top of the network's encoder; ``level_prior``: add
     the log share of each level in the support set to its logit.  A support rating counts for its nearest level."""
 
     supported_losses = ("mse",)  # predicts ratings from the support's (no logits or ranking scores)
 
-    def __init__(self, rating_range: Sequence[float] = (1.0, 5.0), levels: Optional[Sequence[float]] = None,
+    def __init__(self, rating_range: Optional[Sequence[float]] = None, levels: Optional[Sequence[float]] = None,
                  projection: Sequence[int] = (64, 64), level_prior: bool = True, **base) -> None:
         super().__init__(**base)
-        self.register_buffer("levels", torch.tensor(rating_levels(rating_range, levels)), persistent=False)
+        given = None if rating_range is None and levels is None else rating_levels(rating_range or DEFAULT_RANGE,
+                                                                                   levels)
+        self.register_buffer("levels", torch.tensor(given or rating_levels(DEFAULT_RANGE, None)), persistent=False)
+        self.levels_given = given is not None
         self.widths, self.level_prior = tuple(projection), level_prior
         self.log_scale = nn.Parameter(torch.zeros(()))  # learned inverse temperature of the distance softmax
 
-    def bind(self, model: nn.Module) -> None:
-        super().bind(model)
+    def bind(self, model: nn.Module, info: Optional[DataInfo] = None) -> None:
+        super().bind(model, info)
+        if not self.levels_given and info is not None:
+            self.levels = torch.tensor(rating_levels(info.rating_range or DEFAULT_RANGE, info.rating_levels),
+                                       device=self.levels.device)
         self.project = projection(encoder_dim(model, "protonet"), self.widths)
 
     def embed(self, model: nn.Module, features: dict[str, Tensor]) -> Tensor:

@@ -1,1 +1,2 @@
-"""Data: rating tables, tasks, task batches, the embedded synthetic world and the data module."""
+"""Data: rating tables, tasks, task batches, the facts a model is built from (``info.DataInfo``), the embedded
+synthetic world and the data module."""

@@ -11,11 +11,11 @@ from typing import Any, Optional, Sequence, Union
 import lightning as L
 import pydantic
 import torch
-from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from metarec_pl import plugins
 from metarec_pl.data.candidates import CandidateCollator, CandidateSource, check_pool_size, touched_items
+from metarec_pl.data.info import MAX_RATING_LEVELS, DataInfo  # noqa: F401  (MAX_RATING_LEVELS: re-exported)
 from metarec_pl.data.resume import ResumableDataLoader
 from metarec_pl.predict_io import new_user_loader, read_new_users
 from metarec_pl.data.types import (DataError, FeatureSpec, RatingData, Task, TaskCollator, with_id_features,
@@ -23,7 +23,6 @@ from metarec_pl.data.types import (DataError, FeatureSpec, RatingData, Task, Tas
 
 log = logging.getLogger(__name__)
 report_log = logging.getLogger("metarec_pl.data")  # WARNING lines show in `metarec` output by default (stderr)
-MAX_RATING_LEVELS = 20  # more distinct training ratings than this: a continuous target, no rating levels
 
 
 def _type_name(hint: Any) -> str:
@@ -286,6 +285,7 @@ class MetaDataModule(L.LightningDataModule):
             raise DataError(f"data set '{dataset}': its protocol needs sampler_args.order: {needed}, "
                             f"got {getattr(self.sampler, 'order', None)!r}")
         self._data: Optional[RatingData] = None
+        self._info: Optional[DataInfo] = None
         self.tasks: dict[str, dict[str, list[Task]]] = {}
         self._pools: dict[str, CandidateCollator] = {}  # stage -> collator with its candidates' sources
 
@@ -337,8 +337,14 @@ class MetaDataModule(L.LightningDataModule):
     def schema(self) -> list[FeatureSpec]:
         return self.data.schema
 
-    def _train_ratings(self) -> Tensor:
-        return self.data.rating[torch.cat(list(self.data.splits["train"].values()))]
+    @property
+    def info(self) -> DataInfo:
+        """The facts a model is built from (``DataInfo.of`` the loaded data with this sampler's negatives): schema,
+        feedback kind, rating range / mean / levels, like threshold, id maps.  Measured once; the CLI links it to
+        ``model.data_info``."""
+        if self._info is None:
+            self._info = DataInfo.of(self.data, self.num_negatives)
+        return self._info
 
     @property
     def feedback(self) -> str:
@@ -353,30 +359,20 @@ class MetaDataModule(L.LightningDataModule):
 
     @property
     def like_threshold(self) -> float:
-        """The target at or above which a sample is a "like" (a positive of the rankings).  Implicit: every
-        interaction and no negative (0): 0.5, or half the smallest interaction weight when that is below 1.
-        Explicit: ``lo + 0.75 (hi - lo)`` of the rating range (4 on 1..5 stars)."""
-        if self.feedback == "implicit":
-            return 0.5 * min(1.0, float(self._train_ratings().min()))
-        lo, hi = self.data.rating_range
-        return float(lo + 0.75 * (hi - lo))
+        """``info.like_threshold``: the target at or above which a sample is a "like" (implicit: 0.5; explicit:
+        4 on 1..5 stars, see ``DataInfo.of``)."""
+        return self.info.like_threshold
 
     @property
     def rating_mean(self) -> float:
-        """Mean target of the training samples (the model's starting output): the training ratings, with the
-        sampled negatives (0) counted in when the sampler draws any (implicit data: 1 / (1 + negatives))."""
-        ratings = self._train_ratings()
-        return float(ratings.sum() / (len(ratings) * (1 + self.num_negatives)))
+        """``info.rating_mean``: the mean training target, sampled negatives (0) counted in."""
+        return self.info.rating_mean
 
     @property
     def rating_levels(self) -> Optional[list[float]]:
-        """The distinct training targets when they form a discrete scale (at most ``MAX_RATING_LEVELS`` values, e.g.
-        1..5 stars; 0 and 1 for unweighted implicit data with negatives), else ``None``; the metrics round
-        predictions to them for ``mae_rounded``."""
-        levels = torch.unique(self._train_ratings())
-        if self.num_negatives:
-            levels = torch.unique(torch.cat([levels, torch.zeros(1, dtype=levels.dtype)]))
-        return [float(x) for x in levels] if 2 <= len(levels) <= MAX_RATING_LEVELS else None
+        """``info.rating_levels`` as a list: the distinct training targets of a discrete scale, else ``None``."""
+        levels = self.info.rating_levels
+        return None if levels is None else list(levels)
 
     @property
     def num_users(self) -> int:

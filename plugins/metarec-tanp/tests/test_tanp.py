@@ -8,7 +8,7 @@ import torch
 
 import metarec_pl
 import metarec_pl.testing
-from metarec_pl import MetaLearner
+from metarec_pl import DataInfo, MetaLearner
 from metarec_pl.testing import metarec_plugin, tiny_batch, tiny_data  # noqa: F401
 from metarec_tanp import NPResult, TaNP, plugin
 
@@ -30,7 +30,7 @@ def test_installed_entry_point_registers_tanp():
 
 def module(tanp_name, data, **args) -> MetaLearner:
     torch.manual_seed(0)
-    return MetaLearner(algorithm=tanp_name, algorithm_args=args, schema=data.schema, rating_mean=3.5)
+    return MetaLearner(algorithm=tanp_name, algorithm_args=args, data_info=DataInfo(data.schema, rating_mean=3.5))
 
 
 @pytest.mark.parametrize("deterministic", ["mean", "attention"])
@@ -89,8 +89,7 @@ def test_item_as_task_through_the_trainer_under_each_precision(tanp, precision):
     dm = MetaDataModule(dataset_args=dict(num_users=80, num_items=30, min_ratings=10, max_ratings=20),
                         sampler="item", sampler_args=dict(query_size=5), tasks_per_batch=8)
     for deterministic in ("mean", "attention"):
-        learner = MetaLearner(algorithm=tanp, algorithm_args={"deterministic": deterministic}, schema=dm.schema,
-                              rating_mean=dm.rating_mean)
+        learner = MetaLearner(algorithm=tanp, algorithm_args={"deterministic": deterministic}, data_info=dm.info)
         trainer = L.Trainer(max_epochs=1, limit_train_batches=2, precision=precision, logger=False,
                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
         trainer.fit(learner, dm)
@@ -121,10 +120,8 @@ def world_results():
             dm = MetaDataModule(dataset_args=dict(num_users=300, num_items=150, min_ratings=20, max_ratings=50),
                                 sampler_args=dict(query_size=10, min_support=3), tasks_per_batch=32,
                                 eval_tasks_per_batch=128, id_features=["item"], drop_features=["user"])
-            learner = MetaLearner(algorithm=algorithm, network_args=dict(embedding_dim=16), schema=dm.schema,
+            learner = MetaLearner(algorithm=algorithm, network_args=dict(embedding_dim=16), data_info=dm.info,
                                   algorithm_args={"deterministic": "attention"} if algorithm == "tanp" else {},
-                                  rating_mean=dm.rating_mean, num_users=dm.data.num_users,
-                                  num_items=dm.data.num_items,
                                   optimizer=functools.partial(torch.optim.AdamW, lr=1e-3, weight_decay=1.0))
             trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False,
                                 enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,

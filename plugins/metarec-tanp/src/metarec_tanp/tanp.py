@@ -24,7 +24,7 @@ from typing import Literal, Optional
 import torch
 from torch import Tensor, nn
 
-from metarec_pl import AdaptResult, MetaAlgorithm, RatingModel, Samples, TaskBatch, encoder_dim, masked_mse
+from metarec_pl import AdaptResult, DataInfo, MetaAlgorithm, RatingModel, Samples, TaskBatch, encoder_dim, masked_mse
 
 
 @dataclass
@@ -58,8 +58,8 @@ class TaNP(MetaAlgorithm):
             raise ValueError(f"tanp: deterministic must be 'mean' or 'attention', got {deterministic!r}")
         self.hidden, self.latent, self.kl_weight, self.pooling = hidden, latent, kl_weight, deterministic
 
-    def bind(self, model: nn.Module) -> None:
-        super().bind(model)
+    def bind(self, model: nn.Module, info: Optional[DataInfo] = None) -> None:
+        super().bind(model, info)
         dim, h = encoder_dim(model, "tanp"), self.hidden
         self.deterministic = two_layer(dim + 1, h, h)
         self.latent_encoder = two_layer(dim + 1, h, 2 * self.latent)
