@@ -4,6 +4,7 @@ All on tiny generated MeLU-like files (user 7 has 110 warm ratings, user 8 only 
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import lightning as L
@@ -174,7 +175,7 @@ def test_meta_foldin_starts_as_mf_foldin_with_als(root):
     meta.algorithm.fit_ratings(dm.data, dm.data.splits["train"]["train"])  # back to the start
     with torch.no_grad():
         for name, p in meta.algorithm.named_parameters():
-            if name.startswith("user_map") or name == "prior_mean":
+            if name.startswith("user_map") or name in ("prior_mean", "cold_shift"):
                 p.zero_()
         meta.algorithm.log_precision.copy_(torch.tensor([3.0] * 4 + [0.5]).log())
     mf = _fit(dm, "mf-foldin", fit="als", **{k: v for k, v in options.items()})
@@ -187,7 +188,10 @@ def test_meta_foldin_meta_gradient_equals_a_per_task_loop(root):
     dm = _dm(root)
     module = _fit(dm, "meta-foldin", epochs=1, dim=3, reg=2.0, als_iters=2).double()
     alg = module.algorithm.train()
-    collated = _batch(dm, "train", count=5)
+    tasks = dm.stage_tasks("train")["train"][:3] + dm.stage_tasks("test")["item-cold"][:2]  # old and new items
+    collated = TaskCollator(dm.data)([replace(t, scenario="x") for t in tasks])
+    with torch.no_grad():
+        alg.cold_shift.normal_()  # a learned shift, so the share of new items matters
     batch = TaskBatch(collated.support.to_dtype(torch.float64), collated.query.to_dtype(torch.float64), collated.key)
     params = dict(alg.named_parameters())
     loss = alg.outer_loss(alg.run(module.network, batch, 0, True), batch, {})
@@ -198,13 +202,14 @@ def test_meta_foldin_meta_gradient_equals_a_per_task_loop(root):
         def vectors(s):
             n = int(s.mask[i].sum())
             feats = {k: v[i, :n] for k, v in s.features.items()}
-            z = alg.item_ids(s.item[i, :n]) + alg.features(feats) + alg.intercept
-            return z, s.rating[i, :n], feats
-        zs, ys, _ = vectors(batch.support)
-        zq, yq, fq = vectors(batch.query)
+            new = ~alg.trained[s.item[i, :n]]
+            z = alg.item_ids(s.item[i, :n]) * ~new[:, None] + alg.features(feats) + alg.intercept
+            return z, s.rating[i, :n], feats, new
+        zs, ys, _, new = vectors(batch.support)
+        zq, yq, fq, _ = vectors(batch.query)
         prior = alg.prior_mean + sum(alg.user_map[f.key](fq[f.key][0]) for f in alg.user_fields)
         x = torch.cat([zs[:, :-1], torch.ones_like(zs[:, :1])], 1)
-        lam = torch.diag(alg.log_precision.exp())
+        lam = torch.diag((alg.log_precision + new.double().mean() * alg.cold_shift).exp())
         theta = torch.linalg.solve(x.T @ x + lam, x.T @ (ys - alg.mu - zs[:, -1]) + lam @ prior)
         pred = alg.mu + zq[:, -1] + zq[:, :-1] @ theta[:-1] + theta[-1]
         losses.append(((pred - yq) ** 2).mean())
