@@ -409,36 +409,103 @@ def seed_values(results: list[dict], method: str, key: str) -> dict[int, float]:
     return {r["seed"]: r["test"][key] for r in results if r["method"] == method and key in r["test"]}
 
 
+def _mean(results: list[dict], method: str, key: str) -> float:
+    return statistics.fmean(seed_values(results, method, key).values())
+
+
+def _target_row(results: list[dict], sc: str, metas: list[str], baselines: list[str]) -> str:
+    """One scenario's row: the best meta-learner, the better baseline, the paired gap per seed."""
+    key = f"test/{sc}/mae"
+    best = min(metas, key=lambda m: _mean(results, m, key))
+    base = min(baselines, key=lambda b: _mean(results, b, key))
+    a, b = seed_values(results, best, key), seed_values(results, base, key)
+    gaps = {seed: a[seed] - b[seed] for seed in sorted(a.keys() & b.keys())}
+    lower, mae = sum(g < 0 for g in gaps.values()), _mean(results, best, key)
+    met = "met" if mae <= ALL_TARGET_MAE[sc] else "missed"
+    per_seed = ", ".join(f"seed {seed}: {g:+.4f}" for seed, g in gaps.items())
+    every = "yes" if gaps and lower == len(gaps) else "no"
+    return (f"| {sc} | {best} | {mae:.4f} | ≤ {ALL_TARGET_MAE[sc]} ({met}) | {base} | {_mean(results, base, key):.4f} "
+            f"| {per_seed} | {lower}/{len(gaps)} | {every} |")
+
+
 def all_ratings_targets(results: list[dict], methods: list[str]) -> list[str]:
     """The issue-22 targets: per scenario the best meta-learner (lowest mean MAE), the better of bias and mf-foldin,
     the gap per seed (paired), the MAE target; then mf-foldin against the independent reference."""
     metas = [m for m in methods if m in META]
     baselines = [b for b in ("bias", "mf-foldin") if b in methods]
-    avg = lambda m, k: statistics.fmean(seed_values(results, m, k).values())  # noqa: E731
     out = ["| scenario | best meta-learner | its MAE | MAE target | better of bias and mf-foldin | its MAE | gap "
            "(meta − baseline) per seed | lower on | beats it on every seed |", "|---|---|---|---|---|---|---|---|---|"]
-    for sc in SCENARIOS:
-        key = f"test/{sc}/mae"
-        if not metas or not baselines:
-            break
-        best = min(metas, key=lambda m: avg(m, key))
-        base = min(baselines, key=lambda b: avg(b, key))
-        a, b = seed_values(results, best, key), seed_values(results, base, key)
-        gaps = {seed: a[seed] - b[seed] for seed in sorted(a.keys() & b.keys())}
-        lower = sum(g < 0 for g in gaps.values())
-        mae = avg(best, key)
-        out.append(f"| {sc} | {best} | {mae:.4f} | ≤ {ALL_TARGET_MAE[sc]} "
-                   f"({'met' if mae <= ALL_TARGET_MAE[sc] else 'missed'}) | {base} | {avg(base, key):.4f} | "
-                   + ", ".join(f"seed {seed}: {g:+.4f}" for seed, g in gaps.items())
-                   + f" | {lower}/{len(gaps)} | {'yes' if gaps and lower == len(gaps) else 'no'} |")
+    if metas and baselines:
+        out += [_target_row(results, sc, metas, baselines) for sc in SCENARIOS]
     if "mf-foldin" in methods:
         uc = seed_values(results, "mf-foldin", "test/user-cold/mae")
         mean = statistics.fmean(uc.values())
-        out += ["", f"`mf-foldin` on user-cold: {mean:.4f} (seeds: "
-                + ", ".join(f"{v:.4f}" for v in uc.values()) + f") against the reference's {REFERENCE_USER_COLD} "
-                f"(`../shared/reference/melu_mf_foldin.py`, K=10, LAM=4): gap {mean - REFERENCE_USER_COLD:+.4f}, "
-                f"target within 0.01: {'met' if abs(mean - REFERENCE_USER_COLD) <= 0.01 else 'missed'}."]
+        met = "met" if abs(mean - REFERENCE_USER_COLD) <= 0.01 else "missed"
+        out += ["", f"`mf-foldin` on user-cold: {mean:.4f} (per seed: " + ", ".join(f"{v:.4f}" for v in uc.values())
+                + f") against the reference's {REFERENCE_USER_COLD} (`../shared/reference/melu_mf_foldin.py`, K=10, "
+                f"LAM=4, its own query draw): gap {mean - REFERENCE_USER_COLD:+.4f}, target within 0.01: {met}."]
     return out
+
+
+def _cell(results: list[dict], method: str, key: str) -> str:
+    if method == "popularity" and key.endswith(("mae", "rmse", "mae_rounded")):
+        return "(scores)"
+    return mean_std([r["test"][key] for r in results if r["method"] == method and key in r["test"]])
+
+
+def _side_by_side(results: list[dict], methods: list[str], paper: Optional[list[dict]]) -> list[str]:
+    """MAE per scenario, the paper-comparable table's beside the all-ratings one."""
+    in_paper = {r["method"] for r in paper or []}
+    lines = ["### MAE beside the paper-comparable table", "",
+             "| method | " + " | ".join(f"{sc}: paper-comparable | {sc}: all ratings" for sc in SCENARIOS) + " |",
+             "|---|" + "---|" * (2 * len(SCENARIOS))]
+    for m in methods:
+        row = [(_cell(paper, m, f"test/{sc}/mae") if m in in_paper else "–") + " | "
+               + _cell(results, m, f"test/{sc}/mae") for sc in SCENARIOS]
+        lines.append(f"| {m} | " + " | ".join(row) + " |")
+    return lines
+
+
+def _timing(results: list[dict], methods: list[str], seeds: list[int], wall: dict) -> list[str]:
+    lines = ["### Time per seed, split by method", "",
+             "Seconds per method (fit with validation after every epoch, knob selection on validation, test), "
+             "methods running side by side; the wall clock is the whole seed's (budget: 1,200 s on 2 cores).", "",
+             "| method | " + " | ".join(f"seed {s}" for s in seeds) + " |", "|---|" + "---|" * len(seeds)]
+    for m in methods:
+        per = {r["seed"]: r.get("total_s", r["train_s"] + r["test_s"]) for r in results if r["method"] == m}
+        lines.append(f"| {m} | " + " | ".join(f"{per[s]:.0f}" if s in per else "–" for s in seeds) + " |")
+    lines.append("| **wall clock, whole seed** | "
+                 + " | ".join(f"**{wall[str(s)]:.0f}**" if str(s) in wall else "–" for s in seeds) + " |")
+    return lines
+
+
+def _run_details(results: list[dict], methods: list[str]) -> list[str]:
+    lines = ["### Run details", "", "| method | most epochs | epoch kept (best on warm validation users), per seed "
+             "| epoch for new items (`cold_epoch`) | val MAE (warm val users) | knobs chosen on validation |",
+             "|---|---|---|---|---|---|"]
+    for m in methods:
+        rs = [r for r in results if r["method"] == m]
+        lines.append(f"| {m} | {rs[0]['epochs']} | {', '.join(str(r.get('best_epoch')) for r in rs)} | "
+                     f"{rs[0].get('cold_epoch') or 'same'} | {mean_std([r['val_mae'] for r in rs])} | "
+                     f"{'; '.join(json.dumps(r['chosen']) for r in rs)} |")
+    return lines
+
+
+ALL_RATINGS_PROTOCOL = (
+    "The same validation users, held-out warm users and test scenarios as the paper-comparable table below (users "
+    "with 13–100 ratings in each state, same seeds, same query draws), but training holds every warm rating of every "
+    "other warm user (protocol option `version: 2`; seed 0: 4,302 users, 616,188 ratings, against 2,122 users in "
+    "version 1). A user with more than 100 training ratings is dealt into ceil(n / 100) tasks every epoch "
+    "(`sampler_args.chunk_rows: 100`: a fresh seeded shuffle per epoch, each part's first 10 ratings its query, the "
+    "rest its support), so every training rating is in one task of every epoch; the 250 warm users with fewer than "
+    "13 ratings make no task (the baselines still count their ratings). `bias` and `popularity` count every "
+    "training rating (`fit: ratings`), `mf-foldin` is ALS over every training rating (`fit: als`: k = 10, penalty "
+    "4, 12 sweeps, the fold-in bias almost unpenalised, as the reference; new items by a ridge map of their "
+    "features, penalty 10 chosen on held-out validation items where the reference uses 3). `maml` and `metasgd` "
+    "keep the paper table's network and inner loop. `meta-foldin` (docs/algorithms.md) starts from that ALS "
+    "solution and meta-learns the item vectors, the content map, the prior mean (from the user's fields) and the "
+    "prior precision of the fold-in. Every knob in Run details was chosen on validation users or held-out "
+    "validation items, none on test users.")
 
 
 def render_all_ratings(results: list[dict], meta: dict, paper: Optional[list[dict]]) -> str:
@@ -446,58 +513,18 @@ def render_all_ratings(results: list[dict], meta: dict, paper: Optional[list[dic
     paper-comparable table's (``paper``: its raw results), the per-scenario metrics, the targets, time per method."""
     methods = list(dict.fromkeys(r["method"] for r in results))
     seeds = sorted({r["seed"] for r in results})
-    by = lambda m: [r for r in results if r["method"] == m]  # noqa: E731
-    cell = lambda rs, m, k: ("(scores)" if m == "popularity" and k.endswith(("mae", "rmse", "mae_rounded"))  # noqa: E731
-                             else mean_std([r["test"][k] for r in rs if r["method"] == m and k in r["test"]]))
     lines = [ALL_BEGIN, "## All warm ratings: protocol `melu` version 2 (issue 22)", "",
              f"Generated by `{meta['command']}` on {meta['when']} ({meta['machine']}); seeds {seeds}; load average "
              f"before the run: {meta['load']}; {meta['jobs']} methods at a time, {meta['threads']} thread(s) each.",
-             "", *([meta["note"], ""] if meta.get("note") else []),
-             "The same validation users, held-out warm users and test scenarios as the paper-comparable table below "
-             "(users with 13–100 ratings in each state, same seeds, same query draws), but training holds every "
-             "warm rating of every other warm user (protocol option `version: 2`; seed 0: 4,302 users, 616,188 "
-             "ratings, against 2,122 users in version 1). A user with more than 100 training ratings is dealt into "
-             "ceil(n / 100) tasks every epoch (`sampler_args.chunk_rows: 100`: a fresh seeded shuffle per epoch, "
-             "each part's first 10 ratings its query, the rest its support), so every training rating is in one task "
-             "of every epoch; the 250 warm users with fewer than 13 ratings make no task (the baselines still count "
-             "their ratings). `bias` and `popularity` count every training rating (`fit: ratings`), `mf-foldin` is "
-             "ALS over every training rating (`fit: als`: k = 10, penalty 4, 12 sweeps, the fold-in bias almost "
-             "unpenalised, as the reference; new items by a ridge map of their features, penalty 10 chosen on "
-             "held-out validation items where the reference uses 3). Every knob in Run details "
-             "was chosen on validation users or held-out validation items, none on test users.", "",
-             "### MAE beside the paper-comparable table", "",
-             "| method | " + " | ".join(f"{sc}: paper-comparable | {sc}: all ratings" for sc in SCENARIOS) + " |",
-             "|---|" + "---|" * (2 * len(SCENARIOS))]
-    for m in methods:
-        row = [f"{cell(paper, m, f'test/{sc}/mae') if paper and any(r['method'] == m for r in paper) else '–'} | "
-               f"{cell(results, m, f'test/{sc}/mae')}" for sc in SCENARIOS]
-        lines.append(f"| {m} | " + " | ".join(row) + " |")
-    lines += ["", "### All ratings, per scenario (mean ± std over seeds)", ""]
+             "", *([meta["note"], ""] if meta.get("note") else []), ALL_RATINGS_PROTOCOL, "",
+             *_side_by_side(results, methods, paper), "", "### All ratings, per scenario (mean ± std over seeds)", ""]
     for sc in SCENARIOS:
         lines += [f"{sc}:", "", "| method | MAE | MAE (rounded) | RMSE | nDCG@1 | nDCG@3 | nDCG@5 | like acc | "
                   "hit@10 (pool) | nDCG@10 (pool) |", "|---|---|---|---|---|---|---|---|---|---|"]
-        lines += [f"| {m} | " + " | ".join(cell(results, m, f"test/{sc}/{k}") for k in TABLE_METRICS) + " |"
-                  for m in methods]
-        lines.append("")
+        lines += [f"| {m} | " + " | ".join(_cell(results, m, f"test/{sc}/{k}") for k in TABLE_METRICS) + " |"
+                  for m in methods] + [""]
     lines += ["### Targets (measured, met or not)", "", *all_ratings_targets(results, methods), "",
-              "### Time per seed, split by method", "",
-              "Seconds per method (fit with validation after every epoch, knob selection on validation, test), "
-              "methods running side by side; the wall clock is the whole seed's (budget: 1,200 s on 2 cores).", "",
-              "| method | " + " | ".join(f"seed {s}" for s in seeds) + " |", "|---|" + "---|" * len(seeds)]
-    for m in methods:
-        per = {r["seed"]: r.get("total_s", r["train_s"] + r["test_s"]) for r in by(m)}
-        lines.append(f"| {m} | " + " | ".join(f"{per[s]:.0f}" if s in per else "–" for s in seeds) + " |")
-    wall = meta.get("wall_s", {})
-    lines.append("| **wall clock, whole seed** | " + " | ".join(f"**{wall[str(s)]:.0f}**" if str(s) in wall else "–"
-                                                              for s in seeds) + " |")
-    lines += ["", "### Run details", "", "| method | most epochs | epoch kept (best on warm validation users), per seed "
-              "| epoch for new items (`cold_epoch`) | val MAE (warm val users) | knobs chosen on validation |",
-              "|---|---|---|---|---|---|"]
-    for m in methods:
-        rs = by(m)
-        lines.append(f"| {m} | {rs[0]['epochs']} | {', '.join(str(r.get('best_epoch')) for r in rs)} | "
-                     f"{rs[0].get('cold_epoch') or 'same'} | {mean_std([r['val_mae'] for r in rs])} | "
-                     f"{'; '.join(json.dumps(r['chosen']) for r in rs)} |")
+              *_timing(results, methods, seeds, meta.get("wall_s", {})), "", *_run_details(results, methods)]
     return "\n".join(lines + [ALL_END]) + "\n"
 
 
@@ -528,6 +555,12 @@ def log_to_wandb(project: str, results: list[dict], meta: dict) -> None:
     log_table(logger, "results/melu_table", ["method", "seed", "scenario", "train_s", *TABLE_METRICS], rows)
     logger.experiment.finish()
     print(f"logged {len(rows)} rows to W&B project {project} (run files under runs/wandb)")
+
+
+def raw_path(args: argparse.Namespace) -> Path:
+    """``--raw``, else the variant's default under runs/melu_table/."""
+    default = "runs/melu_table/all_ratings.json" if args.variant == "all-ratings" else "runs/melu_table/results.json"
+    return Path(args.raw or default)
 
 
 def write_page(args: argparse.Namespace, results: list[dict], meta: dict) -> None:
@@ -568,8 +601,7 @@ def main() -> None:
                    help="also log the results as a wandb.Table to this W&B project (offline with WANDB_MODE=offline)")
     args = p.parse_args()
     setup(args.threads)
-    raw = Path(args.raw or ("runs/melu_table/all_ratings.json" if args.variant == "all-ratings"
-                            else "runs/melu_table/results.json"))
+    raw = raw_path(args)
     if args.render:
         saved = json.loads(raw.read_text())
         write_page(args, saved["results"], {**saved["meta"], "note": args.note, "history": args.history})
