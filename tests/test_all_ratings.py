@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 import torch
 
+from _cli_helpers import run
 from _datasets_fixtures import write_melu
 from metarec_pl.algorithms.als import _solve_side, als
 from metarec_pl.bilevel import MetaLearner
+from metarec_pl.data.base import UserTaskSampler
 from metarec_pl.data.melu_release import MeLUMovieLens1M
 from metarec_pl.data.module import MetaDataModule
 from metarec_pl.data.types import DataError, TaskBatch, TaskCollator
@@ -104,8 +106,6 @@ def test_without_chunk_rows_the_training_tasks_are_unchanged(root):
 
 
 def test_chunk_rows_below_two_tasks_worth_is_one_line():
-    from metarec_pl.data.base import UserTaskSampler
-
     with pytest.raises(DataError, match=r"chunk_rows must be >= 2 \* \(query_size \+ min_support\) = 26"):
         UserTaskSampler(query_size=10, min_support=3, chunk_rows=20)
 
@@ -234,3 +234,26 @@ def test_all_ratings_section_is_written_into_the_page_and_kept_by_the_paper_rend
            "seed 1: -0.0200 | 2/2 | yes |" in section
     assert melu_table.with_section(written, section) == written  # replaced, not added twice
     assert melu_table.kept_section(written) == section
+
+
+def _cli(root, tmp_path, sampler_args="{query_size: 10, min_support: 3, chunk_rows: 40}", command="fit"):
+    state = '{warm: ["warm_state.rebuilt.json", "warm_state_y.json"]}'
+    return run([command, "--model.algorithm", "meta-foldin", "--model.algorithm_args", "{dim: 4, als_iters: 2}",
+                "--data.dataset", "melu-movielens-1m", "--data.root", root,
+                "--data.dataset_args", f"{{protocol: melu, version: 2, cache: false, state_files: {state}}}",
+                "--data.sampler_args", sampler_args, "--data.id_features", "[item]", "--data.tasks_per_batch", "8",
+                "--trainer.max_epochs", "2", "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+                "--trainer.enable_model_summary", "false", "--trainer.default_root_dir", str(tmp_path)], cwd=tmp_path)
+
+
+def test_the_cli_trains_meta_foldin_on_every_warm_rating(root, tmp_path):
+    out = _cli(root, tmp_path)
+    assert out.code == 0, out.err[-3000:]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir())[-1].startswith("epoch=1-")
+
+
+def test_the_cli_refuses_a_too_small_chunk_in_one_line(root, tmp_path):
+    out = _cli(root, tmp_path, sampler_args="{query_size: 10, min_support: 3, chunk_rows: 12}")
+    assert out.code == 2 and len(out.error_lines) == 1, out.err[-3000:]
+    assert "chunk_rows must be >= 2 * (query_size + min_support) = 26" in out.error_lines[0]
+    assert "Traceback" not in out.err
