@@ -524,7 +524,8 @@ def render_all_ratings(results: list[dict], meta: dict, paper: Optional[list[dic
         lines += [f"| {m} | " + " | ".join(_cell(results, m, f"test/{sc}/{k}") for k in TABLE_METRICS) + " |"
                   for m in methods] + [""]
     lines += ["### Targets (measured, met or not)", "", *all_ratings_targets(results, methods), "",
-              *_timing(results, methods, seeds, meta.get("wall_s", {})), "", *_run_details(results, methods)]
+              *_timing(results, methods, seeds, meta.get("wall_s", {})), "", *_run_details(results, methods), "",
+              "*The paper-comparable tables (protocol `melu` version 1, every method) follow, as they were.*"]
     return "\n".join(lines + [ALL_END]) + "\n"
 
 
