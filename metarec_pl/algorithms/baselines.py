@@ -15,8 +15,9 @@ so Lightning's loop runs unchanged.
 ``fit: ratings`` (``bias``, ``popularity``) and ``fit: als`` (``mf-foldin``) fit on every training rating directly
 when training starts (``fit_ratings``, called by ``MetaLearner`` with the data module's training rows), not
 through the tasks: with capped tasks (``sampler_args.chunk_rows``, protocol ``melu`` version 2) a task holds a
-part of a user's history only, and counting first-seen tasks would miss the rest.  Per-id tables need ``num_users``/``num_items`` (``MetaLearner`` args, linked
-from the data module by the CLI).
+part of a user's history only, and counting first-seen tasks would miss the rest.
+
+Per-id tables need ``num_users``/``num_items`` (``MetaLearner`` args, linked from the data module by the CLI).
 """
 
 from __future__ import annotations

@@ -197,8 +197,9 @@ class Episodes(Dataset):
 
     Index ``(i, epoch)`` gives task ``i`` split by a generator seeded from (seed, epoch, i); epoch 0 keeps the
     split drawn at construction.  A chunk task of a heavy group (``Task.chunk``) is seeded by (seed, epoch, key)
-    instead, the same for every chunk task of that group, so they deal one shuffle into disjoint parts.  The epoch travels with the index (``ScenarioBatchSampler(with_epoch=True)``),
-    so worker processes, every DDP rank and a resumed fit draw the same splits and negatives.
+    instead, the same for every chunk task of that group, so they deal one shuffle into disjoint parts.  The epoch
+    travels with the index (``ScenarioBatchSampler(with_epoch=True)``), so worker processes, every DDP rank and a
+    resumed fit draw the same splits and negatives.
     """
 
     def __init__(self, tasks: list[Task], sampler: Any, seed: int, resplit: bool = True) -> None:
