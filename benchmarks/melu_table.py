@@ -494,19 +494,19 @@ def _run_details(results: list[dict], methods: list[str]) -> list[str]:
 
 ALL_RATINGS_PROTOCOL = (
     "The same validation users, held-out warm users and test scenarios as the paper-comparable table below (users "
-    "with 13–100 ratings in each state, same seeds, same query draws), but training holds every warm rating of every "
-    "other warm user (protocol option `version: 2`; seed 0: 4,302 users, 616,188 ratings, against 2,123 users, "
-    "97,555 ratings in version 1). A user with more than 100 training ratings is dealt into ceil(n / 100) tasks "
-    "every epoch (`sampler_args.chunk_rows: 100`: a fresh seeded shuffle per epoch, each part's first 10 ratings "
-    "its query, the rest its support), so every training rating is in one task of every epoch; the 250 warm users "
-    "with fewer than 13 ratings make no task (the baselines still count their ratings). `bias` and `popularity` "
-    "count every training rating (`fit: ratings`), `mf-foldin` is ALS over every training rating (`fit: als`: "
-    "k = 10, penalty 4, 12 sweeps, the fold-in bias almost unpenalised, as the reference; new items by a ridge "
-    "map of their features, penalty 10 chosen on held-out validation items where the reference uses 3). `maml` and `metasgd` "
-    "keep the paper table's network and inner loop. `meta-foldin` (docs/algorithms.md) starts from that ALS "
-    "solution and meta-learns the item vectors, the content map, the prior mean (from the user's fields) and the "
-    "prior precision of the fold-in. Every knob in Run details was chosen on validation users or held-out "
-    "validation items, none on test users.")
+    "with 13–100 ratings in each state, same seeds, same query draws), but training holds every warm rating of "
+    "every other warm user (protocol option `version: 2`; seed 0: 4,302 users, 616,188 ratings, against 2,123 "
+    "users, 97,555 ratings in version 1). A user with more than 100 training ratings is dealt into ceil(n / 100) "
+    "tasks every epoch (`sampler_args.chunk_rows: 100`: a fresh seeded shuffle per epoch, each part's first 10 "
+    "ratings its query, the rest its support), so every training rating is in one task of every epoch; the 250 "
+    "warm users with fewer than 13 ratings make no task (the baselines still count their ratings). `bias` and "
+    "`popularity` count every training rating (`fit: ratings`), `mf-foldin` is ALS over every training rating "
+    "(`fit: als`: k = 10, penalty 4, 12 sweeps, the fold-in bias almost unpenalised, as the reference; new items "
+    "by a ridge map of their features, penalty 10 chosen on held-out validation items where the reference uses "
+    "3). `maml` and `metasgd` keep the paper table's network and inner loop. `meta-foldin` (docs/algorithms.md) "
+    "starts from that ALS solution and meta-learns the item vectors, the content map, the prior mean (from the "
+    "user's fields) and the prior precision of the fold-in. Every knob in Run details was chosen on validation "
+    "users or held-out validation items, none on test users.")
 
 
 def render_all_ratings(results: list[dict], meta: dict, paper: Optional[list[dict]]) -> str:
