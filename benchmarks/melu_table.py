@@ -3,6 +3,7 @@
     python benchmarks/melu_table.py --root ../shared/data/melu-ml-1m              # 3 seeds, 2 methods at a time
     python benchmarks/melu_table.py --root ../shared/data/melu-ml-1m --seeds 0    # one seed (the time budget)
     python benchmarks/melu_table.py --render --wandb PROJECT                      # re-render; log a wandb.Table
+    python benchmarks/melu_table.py --variant all-ratings --seeds 0 1 2           # protocol melu v2 (issue 22)
 
 Each method: fit on the training users (``melu`` protocol: MeLU's warm state split into train / val / held-out warm
 users) for up to ``epochs`` epochs, validating after each: the epoch with the lowest validation MAE (Lightning's
@@ -11,6 +12,14 @@ held-out validation items by ``melu_tune.py``) serve new items (``item-cold``, `
 evaluation-time knob listed in ``select`` is chosen on the validation users (never on test users); then ``test`` on
 the four scenarios with 100 sampled unrated candidates per user for the top-k metrics.
 Raw numbers go to ``runs/melu_table/results.json``; ``--render`` rewrites the markdown from it without training.
+
+``--variant all-ratings``: protocol ``melu`` version 2 (the same validation and test users, training on every warm
+rating of every other warm user: 4,302 users, 616,188 ratings at seed 0 against 2,123 users, 97,555 ratings in
+version 1), heavy users dealt into tasks of at most 100 ratings afresh every epoch (``sampler_args.chunk_rows:
+100``), the baselines fitted on every training rating directly (``fit: ratings`` / ``fit: als``), and the
+compact method set ``ALL_METHODS``.
+Raw numbers go to ``runs/melu_table/all_ratings.json``; its section of ``docs/results.md`` (between the
+``ALL_RATINGS`` markers) is rewritten, the paper-comparable table around it kept as it is.
 """
 
 from __future__ import annotations
@@ -45,7 +54,7 @@ PAPER_MAE = {"warm": 0.7567, "user-cold": 0.7854, "item-cold": 0.9275, "user+ite
 TARGET_MAE = {"warm": 0.68, "user-cold": 0.67, "item-cold": 0.83, "user+item-cold": 0.83}
 TARGET_NDCG3 = {"warm": 0.91, "user-cold": 0.915, "item-cold": 0.83, "user+item-cold": 0.83}
 META = ("maml", "melu", "fomaml", "metasgd", "anil", "reptile", "protonet", "matchingnet", "matchingnet-residual",
-        "tanp")
+        "tanp", "meta-foldin")
 HEAD = ["head.*"]  # MeLU: the decision layers adapt, the embeddings are meta-learned
 
 # name -> MetaLearner kwargs, most epochs (the best on warm validation users is kept), the epoch whose weights serve
@@ -95,14 +104,42 @@ DATA = dict(dataset="melu-movielens-1m",
             eval_tasks_per_batch=128, id_features=["item"])
 
 
-def data_config(name: str, val_items: float = 0.0, val_items_by: str = "random") -> dict:
-    """``MetaDataModule`` arguments for the ``name`` row: ``DATA``, wrapped in the ``text`` data set for a text row;
-    ``val_items`` > 0 holds that share of the warm items (``val_items_by``: random or newest) out of training as
-    validation items (melu_tune.py)."""
-    data = copy.deepcopy(DATA)
+# The all-ratings variant (issue 22): protocol melu version 2, heavy users' histories dealt into tasks of at most
+# ``chunk_rows`` ratings afresh every epoch (every training rating in exactly one task of every epoch)
+ALL_DATA = copy.deepcopy(DATA)
+ALL_DATA["dataset_args"]["version"] = 2
+ALL_DATA["sampler_args"]["chunk_rows"] = 100
+ALL_TARGET_MAE = {"warm": 0.69, "user-cold": 0.68, "item-cold": 0.85, "user+item-cold": 0.85}
+# a compact method set: the baselines fitted on every training rating directly (bias/popularity by counting,
+# mf-foldin by ALS as ../shared/reference/melu_mf_foldin.py: k = 10, penalty 4, fold-in bias almost unpenalised;
+# new items' ridge map penalty 10 instead of the reference's 3: lowest MAE on held-out validation items, val_items:
+# 0.2 newest, seed 0: 0.8456 / 0.8374 / 0.8344 / 0.8359 / 0.8411 for 1 / 3 / 10 / 30 / 100), two network
+# meta-learners with the paper table's settings (one epoch here holds ~4x the ratings of one there, so 4 epochs; no
+# melu_tune.py run on this variant, so the best warm-validation epoch serves every scenario), and the meta-learned
+# fold-in (docs/algorithms.md) from the same start; its cold_tasks (0.25 against 0: 0.8334 / 0.8338) and cold_epoch
+# (2) by the same held-out validation items
+_ALS = dict(dim=10, reg=4.0, ridge=4.0, bias_ridge=1e-3, feature_ridge=10.0)
+ALL_METHODS: dict[str, dict] = {
+    "popularity": dict(model=dict(algorithm_args=dict(fit="ratings")), epochs=1),
+    "bias": dict(model=dict(algorithm_args=dict(fit="ratings")), epochs=1, select=METHODS["bias"]["select"]),
+    "mf-foldin": dict(model=dict(algorithm_args=dict(fit="als", **_ALS)), epochs=1,
+                      select={"ridge": [2.0, 4.0, 8.0]}),
+    "maml": dict(METHODS["maml"], epochs=4, cold_epoch=None),
+    "metasgd": dict(METHODS["metasgd"], epochs=4, cold_epoch=None),
+    "meta-foldin": dict(model=dict(algorithm_args=dict(cold_tasks=0.25, **_ALS)), epochs=6, cold_epoch=2),
+}
+VARIANTS = {"paper": (DATA, METHODS), "all-ratings": (ALL_DATA, ALL_METHODS)}
+
+
+def data_config(name: str, val_items: float = 0.0, val_items_by: str = "random", variant: str = "paper") -> dict:
+    """``MetaDataModule`` arguments for the ``name`` row of ``variant``: ``DATA`` (``ALL_DATA``), wrapped in the
+    ``text`` data set for a text row; ``val_items`` > 0 holds that share of the warm items (``val_items_by``: random
+    or newest) out of training as validation items (melu_tune.py)."""
+    data_spec, methods = VARIANTS[variant]
+    data = copy.deepcopy(data_spec)
     if val_items:
         data["dataset_args"].update(val_items=val_items, val_items_by=val_items_by)
-    if METHODS[name].get("text"):
+    if methods[name].get("text"):
         data["dataset_args"] = dict(base=data["dataset"], base_args=data["dataset_args"], sides=["item"],
                                     encoder=TEXT_ENCODER)
         data["dataset"] = "text"
@@ -125,11 +162,11 @@ def wandb_logger(project: str, name: str, **kwargs):
     return WandbLogger(project=project, name=name, save_dir="runs/wandb", **kwargs)
 
 
-def build_module(name: str, dm: MetaDataModule, lr: float) -> MetaLearner:
-    """The table's ``name`` row as a fresh ``MetaLearner`` for ``dm`` (outer optimiser Adam at ``lr``)."""
-    spec = METHODS[name]
-    return MetaLearner(algorithm=spec.get("algorithm", name), schema=dm.schema, rating_mean=dm.rating_mean,
-                       rating_levels=dm.rating_levels, num_users=dm.num_users, num_items=dm.num_items,
+def build_module(name: str, dm: MetaDataModule, lr: float, variant: str = "paper") -> MetaLearner:
+    """The table's ``name`` row (of ``variant``) as a fresh ``MetaLearner`` for ``dm`` (outer optimiser Adam at
+    ``lr``)."""
+    spec = VARIANTS[variant][1][name]
+    return MetaLearner(algorithm=spec.get("algorithm", name), data_info=dm.info,
                        optimizer=lambda p: torch.optim.Adam(p, lr=lr),
                        **{**COMMON, **spec["model"]})
 
@@ -190,12 +227,13 @@ def run_select(module: MetaLearner, dm: MetaDataModule, select: dict[str, list])
     return chosen
 
 
-def run_one(name: str, seed: int, dm: MetaDataModule, epoch_scale: float, lr: float) -> dict:
-    spec = METHODS[name]
+def run_one(name: str, seed: int, dm: MetaDataModule, epoch_scale: float, lr: float, variant: str = "paper") -> dict:
+    spec = VARIANTS[variant][1][name]
+    began = time.perf_counter()
     L.seed_everything(seed, verbose=False)
-    module = build_module(name, dm, lr)
+    module = build_module(name, dm, lr, variant)
     epochs = max(1, round(spec["epochs"] * epoch_scale))
-    cold_epoch = min(spec["cold_epoch"], epochs) if "cold_epoch" in spec else None
+    cold_epoch = min(spec["cold_epoch"], epochs) if spec.get("cold_epoch") else None
     start = time.perf_counter()
     best_epoch, _, cold_state = fit_best(module, dm, epochs, cold_epoch)
     train_s = time.perf_counter() - start
@@ -212,7 +250,7 @@ def run_one(name: str, seed: int, dm: MetaDataModule, epoch_scale: float, lr: fl
                      if k.split("/")[1] in NEW_ITEM_SCENARIOS})
     return dict(method=name, seed=seed, epochs=epochs, best_epoch=best_epoch, cold_epoch=cold_epoch, train_s=train_s,
                 test_s=time.perf_counter() - start, val_mae=val_mae, chosen=chosen, test=test,
-                skipped_tasks=module.skipped_tasks)
+                skipped_tasks=module.skipped_tasks, total_s=time.perf_counter() - began)
 
 
 def run_test(module: MetaLearner, dm: MetaDataModule, scenarios: Optional[Sequence[str]] = None) -> dict[str, float]:
@@ -222,14 +260,16 @@ def run_test(module: MetaLearner, dm: MetaDataModule, scenarios: Optional[Sequen
                      enable_model_summary=False, inference_mode=False).test(module, dm, verbose=False)[0]
 
 
-_DATA_MODULES: dict[tuple, MetaDataModule] = {}  # per worker process: (seed, text) -> data module, shared by methods
+_DATA_MODULES: dict[tuple, MetaDataModule] = {}  # per worker: (seed, text, variant) -> data module, shared by methods
 
 
-def run_in_worker(name: str, seed: int, root: str, candidates, epoch_scale: float, lr: float) -> dict:
-    key = (seed, bool(METHODS[name].get("text")))
+def run_in_worker(name: str, seed: int, root: str, candidates, epoch_scale: float, lr: float,
+                  variant: str = "paper") -> dict:
+    key = (seed, bool(VARIANTS[variant][1][name].get("text")), variant)
     if key not in _DATA_MODULES:
-        _DATA_MODULES[key] = MetaDataModule(root=root, seed=seed, candidates=candidates, **data_config(name))
-    return run_one(name, seed, _DATA_MODULES[key], epoch_scale, lr)
+        _DATA_MODULES[key] = MetaDataModule(root=root, seed=seed, candidates=candidates,
+                                            **data_config(name, variant=variant))
+    return run_one(name, seed, _DATA_MODULES[key], epoch_scale, lr, variant)
 
 
 def mean_std(values: list[float]) -> str:
@@ -361,6 +401,149 @@ def targets(results: list[dict], methods: list[str]) -> str:
 
 TABLE_METRICS = ("mae", "mae_rounded", "rmse", "ndcg@1", "ndcg@3", "ndcg@5", "like_acc", "pool/hit@10",
                  "pool/ndcg@10")
+ALL_BEGIN, ALL_END = "<!-- ALL_RATINGS:BEGIN -->", "<!-- ALL_RATINGS:END -->"
+REFERENCE_USER_COLD = 0.6990  # ../shared/reference/melu_mf_foldin.py, all warm ratings, K=10 LAM=4, unclipped, seed 0
+
+
+def seed_values(results: list[dict], method: str, key: str) -> dict[int, float]:
+    return {r["seed"]: r["test"][key] for r in results if r["method"] == method and key in r["test"]}
+
+
+def _mean(results: list[dict], method: str, key: str) -> float:
+    return statistics.fmean(seed_values(results, method, key).values())
+
+
+def _target_row(results: list[dict], sc: str, metas: list[str], baselines: list[str]) -> str:
+    """One scenario's row: the best meta-learner, the better baseline, the paired gap per seed."""
+    key = f"test/{sc}/mae"
+    best = min(metas, key=lambda m: _mean(results, m, key))
+    base = min(baselines, key=lambda b: _mean(results, b, key))
+    a, b = seed_values(results, best, key), seed_values(results, base, key)
+    gaps = {seed: a[seed] - b[seed] for seed in sorted(a.keys() & b.keys())}
+    lower, mae = sum(g < 0 for g in gaps.values()), _mean(results, best, key)
+    met = "met" if mae <= ALL_TARGET_MAE[sc] else "missed"
+    per_seed = ", ".join(f"seed {seed}: {g:+.4f}" for seed, g in gaps.items())
+    every = "yes" if gaps and lower == len(gaps) else "no"
+    return (f"| {sc} | {best} | {mae:.4f} | ≤ {ALL_TARGET_MAE[sc]} ({met}) | {base} | {_mean(results, base, key):.4f} "
+            f"| {per_seed} | {lower}/{len(gaps)} | {every} |")
+
+
+def all_ratings_targets(results: list[dict], methods: list[str]) -> list[str]:
+    """The issue-22 targets: per scenario the best meta-learner (lowest mean MAE), the better of bias and mf-foldin,
+    the gap per seed (paired), the MAE target; then mf-foldin against the independent reference."""
+    metas = [m for m in methods if m in META]
+    baselines = [b for b in ("bias", "mf-foldin") if b in methods]
+    out = ["| scenario | best meta-learner | its MAE | MAE target | better of bias and mf-foldin | its MAE | gap "
+           "(meta − baseline) per seed | lower on | beats it on every seed |", "|---|---|---|---|---|---|---|---|---|"]
+    if metas and baselines:
+        out += [_target_row(results, sc, metas, baselines) for sc in SCENARIOS]
+    if "mf-foldin" in methods:
+        uc = seed_values(results, "mf-foldin", "test/user-cold/mae")
+        mean = statistics.fmean(uc.values())
+        met = "met" if abs(mean - REFERENCE_USER_COLD) <= 0.01 else "missed"
+        out += ["", f"`mf-foldin` on user-cold: {mean:.4f} (per seed: " + ", ".join(f"{v:.4f}" for v in uc.values())
+                + f") against the reference's {REFERENCE_USER_COLD} (`../shared/reference/melu_mf_foldin.py`, K=10, "
+                f"LAM=4, its own query draw): gap {mean - REFERENCE_USER_COLD:+.4f}, target within 0.01: {met}."]
+    return out
+
+
+def _cell(results: list[dict], method: str, key: str) -> str:
+    if method == "popularity" and key.endswith(("mae", "rmse", "mae_rounded")):
+        return "(scores)"
+    return mean_std([r["test"][key] for r in results if r["method"] == method and key in r["test"]])
+
+
+def _side_by_side(results: list[dict], methods: list[str], paper: Optional[list[dict]]) -> list[str]:
+    """MAE per scenario, the paper-comparable table's beside the all-ratings one."""
+    in_paper = {r["method"] for r in paper or []}
+    lines = ["### MAE beside the paper-comparable table", "",
+             "| method | " + " | ".join(f"{sc}: paper-comparable | {sc}: all ratings" for sc in SCENARIOS) + " |",
+             "|---|" + "---|" * (2 * len(SCENARIOS))]
+    for m in methods:
+        row = [(_cell(paper, m, f"test/{sc}/mae") if m in in_paper else "–") + " | "
+               + _cell(results, m, f"test/{sc}/mae") for sc in SCENARIOS]
+        lines.append(f"| {m} | " + " | ".join(row) + " |")
+    return lines
+
+
+def _timing(results: list[dict], methods: list[str], seeds: list[int], wall: dict) -> list[str]:
+    lines = ["### Time per seed, split by method", "",
+             "Seconds per method (fit with validation after every epoch, knob selection on validation, test), "
+             "methods running side by side; the wall clock is the whole seed's (budget: 1,200 s on 2 cores).", "",
+             "| method | " + " | ".join(f"seed {s}" for s in seeds) + " |", "|---|" + "---|" * len(seeds)]
+    for m in methods:
+        per = {r["seed"]: r.get("total_s", r["train_s"] + r["test_s"]) for r in results if r["method"] == m}
+        lines.append(f"| {m} | " + " | ".join(f"{per[s]:.0f}" if s in per else "–" for s in seeds) + " |")
+    lines.append("| **wall clock, whole seed** | "
+                 + " | ".join(f"**{wall[str(s)]:.0f}**" if str(s) in wall else "–" for s in seeds) + " |")
+    return lines
+
+
+def _run_details(results: list[dict], methods: list[str]) -> list[str]:
+    lines = ["### Run details", "", "| method | most epochs | epoch kept (best on warm validation users), per seed "
+             "| epoch for new items (`cold_epoch`) | val MAE (warm val users) | knobs chosen on validation |",
+             "|---|---|---|---|---|---|"]
+    for m in methods:
+        rs = [r for r in results if r["method"] == m]
+        lines.append(f"| {m} | {rs[0]['epochs']} | {', '.join(str(r.get('best_epoch')) for r in rs)} | "
+                     f"{rs[0].get('cold_epoch') or 'same'} | {mean_std([r['val_mae'] for r in rs])} | "
+                     f"{'; '.join(json.dumps(r['chosen']) for r in rs)} |")
+    return lines
+
+
+ALL_RATINGS_PROTOCOL = (
+    "The same validation users, held-out warm users and test scenarios as the paper-comparable table below (users "
+    "with 13–100 ratings in each state, same seeds, same query draws), but training holds every warm rating of "
+    "every other warm user (protocol option `version: 2`; seed 0: 4,302 users, 616,188 ratings, against 2,123 "
+    "users, 97,555 ratings in version 1). A user with more than 100 training ratings is dealt into ceil(n / 100) "
+    "tasks every epoch (`sampler_args.chunk_rows: 100`: a fresh seeded shuffle per epoch, each part's first 10 "
+    "ratings its query, the rest its support), so every training rating is in one task of every epoch; the 250 "
+    "warm users with fewer than 13 ratings make no task (the baselines still count their ratings). `bias` and "
+    "`popularity` count every training rating (`fit: ratings`), `mf-foldin` is ALS over every training rating "
+    "(`fit: als`: k = 10, penalty 4, 12 sweeps, the fold-in bias almost unpenalised, as the reference; new items "
+    "by a ridge map of their features, penalty 10 chosen on held-out validation items where the reference uses "
+    "3). `maml` and `metasgd` keep the paper table's network and inner loop. `meta-foldin` (docs/algorithms.md) "
+    "starts from that ALS solution and meta-learns the item vectors, the content map, the prior mean (from the "
+    "user's fields) and the prior precision of the fold-in. Every knob in Run details was chosen on validation "
+    "users or held-out validation items, none on test users.")
+
+
+def render_all_ratings(results: list[dict], meta: dict, paper: Optional[list[dict]]) -> str:
+    """The all-ratings section of docs/results.md (between ``ALL_BEGIN`` and ``ALL_END``): MAE beside the
+    paper-comparable table's (``paper``: its raw results), the per-scenario metrics, the targets, time per method."""
+    methods = list(dict.fromkeys(r["method"] for r in results))
+    seeds = sorted({r["seed"] for r in results})
+    lines = [ALL_BEGIN, "## All warm ratings: protocol `melu` version 2 (issue 22)", "",
+             f"Generated by `{meta['command']}` on {meta['when']} ({meta['machine']}); seeds {seeds}; load average "
+             f"before the run: {meta['load']}; {meta['jobs']} methods at a time, {meta['threads']} thread(s) each.",
+             "", *([meta["note"], ""] if meta.get("note") else []), ALL_RATINGS_PROTOCOL, "",
+             *_side_by_side(results, methods, paper), "", "### All ratings, per scenario (mean ± std over seeds)", ""]
+    for sc in SCENARIOS:
+        lines += [f"{sc}:", "", "| method | MAE | MAE (rounded) | RMSE | nDCG@1 | nDCG@3 | nDCG@5 | like acc | "
+                  "hit@10 (pool) | nDCG@10 (pool) |", "|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {m} | " + " | ".join(_cell(results, m, f"test/{sc}/{k}") for k in TABLE_METRICS) + " |"
+                  for m in methods] + [""]
+    lines += ["### Targets (measured, met or not)", "", *all_ratings_targets(results, methods), "",
+              *_timing(results, methods, seeds, meta.get("wall_s", {})), "", *_run_details(results, methods), "",
+              "*The paper-comparable tables (protocol `melu` version 1, every method) follow, as they were.*"]
+    return "\n".join(lines + [ALL_END]) + "\n"
+
+
+def with_section(page: str, section: str) -> str:
+    """``page`` with its all-ratings section replaced by ``section`` (put before the first ``## `` heading when it
+    has none)."""
+    if ALL_BEGIN in page and ALL_END in page:
+        head, rest = page.split(ALL_BEGIN, 1)
+        return head + section.rstrip("\n") + rest.split(ALL_END, 1)[1]
+    at = page.find("\n## ")
+    return page + "\n" + section if at < 0 else page[:at + 1] + section + "\n" + page[at + 1:]
+
+
+def kept_section(page: str) -> str:
+    """The all-ratings section of ``page`` (empty when none), so re-rendering the paper table keeps it."""
+    if ALL_BEGIN in page and ALL_END in page:
+        return ALL_BEGIN + page.split(ALL_BEGIN, 1)[1].split(ALL_END, 1)[0] + ALL_END + "\n"
+    return ""
 
 
 def log_to_wandb(project: str, results: list[dict], meta: dict) -> None:
@@ -375,6 +558,26 @@ def log_to_wandb(project: str, results: list[dict], meta: dict) -> None:
     print(f"logged {len(rows)} rows to W&B project {project} (run files under runs/wandb)")
 
 
+def raw_path(args: argparse.Namespace) -> Path:
+    """``--raw``, else the variant's default under runs/melu_table/."""
+    default = "runs/melu_table/all_ratings.json" if args.variant == "all-ratings" else "runs/melu_table/results.json"
+    return Path(args.raw or default)
+
+
+def write_page(args: argparse.Namespace, results: list[dict], meta: dict) -> None:
+    """Write ``args.out``: the paper-comparable table (keeping the all-ratings section), or (``--variant
+    all-ratings``) only the all-ratings section of the existing page."""
+    out = Path(args.out)
+    page = out.read_text() if out.exists() else ""
+    if args.variant == "all-ratings":
+        paper_raw = Path(args.paper_raw)
+        paper = json.loads(paper_raw.read_text())["results"] if paper_raw.exists() else None
+        out.write_text(with_section(page, render_all_ratings(results, meta, paper)))
+        return
+    section = kept_section(page)
+    out.write_text(with_section(render(results, meta), section) if section else render(results, meta))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--root", default="../shared/data/melu-ml-1m")
@@ -387,7 +590,11 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=2, help="methods trained at the same time, one process each")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
     p.add_argument("--out", default="docs/results.md")
-    p.add_argument("--raw", default="runs/melu_table/results.json")
+    p.add_argument("--raw", default=None, help="default: runs/melu_table/results.json (all-ratings: all_ratings.json)")
+    p.add_argument("--variant", choices=list(VARIANTS), default="paper",
+                   help="paper: the paper-comparable table; all-ratings: protocol melu v2, its section of --out")
+    p.add_argument("--paper-raw", default="benchmarks/results/melu_table.json",
+                   help="all-ratings: the paper-comparable table's raw results, shown beside it")
     p.add_argument("--render", action="store_true", help="only rewrite --out from --raw")
     p.add_argument("--note", default="", help="a paragraph added under the header (e.g. what this run left out)")
     p.add_argument("--history", default="", help="paragraphs on earlier runs, added at the end of the page")
@@ -395,17 +602,17 @@ def main() -> None:
                    help="also log the results as a wandb.Table to this W&B project (offline with WANDB_MODE=offline)")
     args = p.parse_args()
     setup(args.threads)
-    raw = Path(args.raw)
+    raw = raw_path(args)
     if args.render:
         saved = json.loads(raw.read_text())
-        Path(args.out).write_text(render(saved["results"], {**saved["meta"], "note": args.note,
-                                                                          "history": args.history}))
+        write_page(args, saved["results"], {**saved["meta"], "note": args.note, "history": args.history})
         if args.wandb:
             log_to_wandb(args.wandb, saved["results"], saved["meta"])
         return
     registered = {r.name for r in plugins.registrations() if r.kind == "algorithm"}
-    available = [m for m in METHODS if METHODS[m].get("algorithm", m) in registered]
-    methods = args.methods or [m for m in available if not METHODS[m].get("text")]
+    table = VARIANTS[args.variant][1]
+    available = [m for m in table if table[m].get("algorithm", m) in registered]
+    methods = args.methods or [m for m in available if not table[m].get("text")]
     unknown = [m for m in methods if m not in available]
     if unknown:
         sys.exit(f"melu_table: unknown or unregistered method(s) {', '.join(unknown)}; expected some of: "
@@ -420,8 +627,8 @@ def main() -> None:
                                                 initargs=(args.threads,)) as pool:
         for seed in args.seeds:
             start = time.perf_counter()
-            jobs = [pool.submit(run_in_worker, name, seed, args.root, candidates, args.epoch_scale, args.lr)
-                    for name in methods]
+            jobs = [pool.submit(run_in_worker, name, seed, args.root, candidates, args.epoch_scale, args.lr,
+                                args.variant) for name in methods]
             for job in concurrent.futures.as_completed(jobs):
                 r = job.result()
                 print(f"seed {seed} {r['method']:12s} fit {r['train_s']:6.1f}s val {r['val_mae']:.4f} "
@@ -431,7 +638,7 @@ def main() -> None:
             meta["wall_s"][str(seed)] = round(time.perf_counter() - start, 1)
             raw.parent.mkdir(parents=True, exist_ok=True)
             raw.write_text(json.dumps(dict(meta=meta, results=results), indent=1))
-    Path(args.out).write_text(render(results, meta))
+    write_page(args, results, meta)
     print(f"wrote {args.out}")
     if args.wandb:
         log_to_wandb(args.wandb, results, meta)

@@ -227,12 +227,17 @@ class MetaLearner(L.LightningModule):
         self._epoch_evaluated: dict[str, int] = {}
 
     def setup(self, stage: str) -> None:
-        """A ``data_info`` without a like threshold (built by hand) takes the data module's, if the trainer has one."""
-        if self.hparams.like_threshold is not None or self.data_info.like_threshold is not None:
-            return
-        threshold = getattr(getattr(self._trainer, "datamodule", None), "like_threshold", None)
-        if threshold is not None:
+        """A ``data_info`` without a like threshold (built by hand) takes the data module's, if the trainer has one.
+        Before a fit, an algorithm with ``fit_ratings(data, rows)`` (the baselines' ``fit: ratings`` / ``als``,
+        ``meta-foldin``'s start) gets the data module's training rows, every one of them, not capped tasks."""
+        datamodule = getattr(self._trainer, "datamodule", None)
+        threshold = getattr(datamodule, "like_threshold", None)
+        if self.hparams.like_threshold is None and self.data_info.like_threshold is None and threshold is not None:
             self.metrics.like_threshold = float(threshold)
+        fit_ratings = getattr(self.algorithm, "fit_ratings", None)
+        data = getattr(datamodule, "data", None)
+        if stage == "fit" and fit_ratings is not None and data is not None:
+            fit_ratings(data, torch.cat(list(data.splits["train"].values())))
 
     def forward(self, features: dict[str, Tensor]) -> Tensor:
         """Predictions of the meta-learned (unadapted) network."""

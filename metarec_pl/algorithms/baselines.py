@@ -12,6 +12,11 @@
 is seen, so any number of epochs gives the same estimates; their loss is a zero tied to the network's parameters
 so Lightning's loop runs unchanged.  Per-id tables are sized by the data's id counts (``bind(model, info)``:
 ``info.num_users``/``num_items`` of the ``DataInfo`` the data module measures).
+
+``fit: ratings`` (``bias``, ``popularity``) and ``fit: als`` (``mf-foldin``) fit on every training rating directly
+when training starts (``fit_ratings``, called by ``MetaLearner`` with the data module's training rows), not
+through the tasks: with capped tasks (``sampler_args.chunk_rows``, protocol ``melu`` version 2) a task holds a
+part of a user's history only, and counting first-seen tasks would miss the rest.
 """
 
 from __future__ import annotations
@@ -21,9 +26,10 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from metarec_pl.algorithms.als import als, feature_design, feature_map, field_tables, item_fields
 from metarec_pl.algorithms.base import AdaptResult, Algorithm, MetaAlgorithm, masked_mse
 from metarec_pl.data.info import DataInfo
-from metarec_pl.data.types import TaskBatch
+from metarec_pl.data.types import RatingData, TaskBatch
 from metarec_pl.errors import ConfigError
 from metarec_pl.models.base import pooled_multi
 
@@ -48,7 +54,26 @@ class _IdTables(MetaAlgorithm):
 
 
 class _Tally(_IdTables):
-    """Per-item rating sums and counts over the training tasks, each task counted once."""
+    """Per-item rating sums and counts over the training tasks, each task counted once (``fit: tasks``), or
+    over every training rating at the start of training (``fit: ratings``)."""
+
+    interactions_only = False  # count only rows with rating > 0 (``popularity``)
+
+    def __init__(self, *args, fit: str = "tasks", **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if fit not in ("tasks", "ratings"):
+            raise ConfigError(f"model.algorithm_args.fit: {self.name}: expected 'tasks' or 'ratings', got {fit!r}")
+        self.fit = fit
+
+    def fit_ratings(self, data: RatingData, rows: Tensor) -> None:
+        """``fit: ratings``: tally every training row (``rows`` of ``data``) once; the tasks then add nothing."""
+        if self.fit != "ratings":
+            return
+        counted = data.rating[rows] > 0 if self.interactions_only else torch.ones(len(rows), dtype=torch.bool)
+        items, ratings = data.item[rows], data.rating[rows].double() * counted
+        self.item_sum.zero_().index_add_(0, items, ratings)
+        self.item_count.zero_().index_add_(0, items, counted.double())
+        self.user_seen.fill_(True)
 
     def bind(self, model: nn.Module, info: Optional[DataInfo] = None) -> None:
         super().bind(model, info)
@@ -108,6 +133,8 @@ class Popularity(_Tally):
     (its "ratings" are scores, so its MAE means nothing).  Only real interactions count (rating > 0): the
     negatives a sampler adds to implicit tasks (rating 0) never do."""
 
+    interactions_only = True
+
     def counted(self, samples) -> Tensor:
         return samples.mask * (samples.rating > 0)
 
@@ -165,15 +192,38 @@ class ItemFeatureMap(nn.Module):
 
 
 class MFFoldIn(_IdTables):
-    """Biased MF r̂ = μ + b_u + b_i + <p_u, q_i> trained on every training rating with L2 ``reg`` per rating;
-    q_i = id embedding + W·features (and b_i likewise).  At evaluation p_u and b_u are the ridge solution
-    (penalty ``ridge``) on the task's support ratings minus μ + b_i; user tables are used only in training."""
+    """Biased MF r̂ = μ + b_u + b_i + <p_u, q_i>; q_i = id embedding + W·features (and b_i likewise).  At
+    evaluation p_u and b_u are the ridge solution (penalty ``ridge`` on p_u, ``bias_ridge`` on b_u; default
+    ``ridge``) on the task's support ratings minus μ + b_i; user tables are used only in training.
+
+    ``fit``: ``tasks`` trains by gradient steps through the training tasks with L2 ``reg`` per rating;
+    ``als`` fits on every training rating directly when training starts (``metarec_pl.algorithms.als``: ``als_iters``
+    sweeps of ALS with penalty ``reg``, then the item features' ridge map, penalty ``feature_ridge``, for items no
+    training rating names), after which there is nothing left to optimise."""
 
     supported_losses = ("mse",)  # trains and folds in by squared error
 
-    def __init__(self, *args, dim: int = 16, reg: float = 0.02, ridge: float = 1.0, **kwargs) -> None:
+    def __init__(self, *args, dim: int = 16, reg: float = 0.02, ridge: float = 1.0, fit: str = "tasks",
+                 als_iters: int = 12, feature_ridge: float = 3.0, bias_ridge: Optional[float] = None,
+                 **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.dim, self.reg, self.ridge = dim, reg, ridge
+        if fit not in ("tasks", "als"):
+            raise ConfigError(f"model.algorithm_args.fit: mf-foldin: expected 'tasks' or 'als', got {fit!r}")
+        self.dim, self.reg, self.ridge, self.fit = dim, reg, ridge, fit
+        self.als_iters, self.feature_ridge, self.bias_ridge = als_iters, feature_ridge, bias_ridge
+
+    def fit_ratings(self, data: RatingData, rows: Tensor) -> None:
+        """``fit: als``: ALS over every training row (``rows`` of ``data``); the id tables then hold each trained
+        item's [q_i, b_i] minus its feature part, and the feature map the ridge map (cold items: features only)."""
+        if self.fit != "als":
+            return
+        solution = als(data.user[rows], data.item[rows], data.rating[rows], self.num_users, self.num_items,
+                       self.dim, self.reg, self.als_iters, seed=int(torch.initial_seed()) % (1 << 31))
+        load_item_solution(self.features, self.item_factors, solution.items, solution.trained, data,
+                           self.feature_ridge)
+        with torch.no_grad():
+            self.user_factors.weight.copy_(solution.users.float())
+            self.mu.fill_(solution.mu)
 
     def bind(self, model: nn.Module, info: Optional[DataInfo] = None) -> None:
         super().bind(model, info)
@@ -194,8 +244,10 @@ class MFFoldIn(_IdTables):
     def fold_in(self, q: Tensor, y: Tensor, mask: Tensor) -> Tensor:
         """Ridge regression per task of ``y`` on ``[q, 1]`` over the support (batched): [B, d + 1]."""
         z = torch.cat([q, torch.ones_like(q[..., :1])], -1) * mask[..., None]
-        eye = torch.eye(z.shape[-1], dtype=z.dtype, device=z.device)
-        gram = z.transpose(1, 2) @ z + self.ridge * eye
+        penalty = torch.full((z.shape[-1],), float(self.ridge), dtype=z.dtype, device=z.device)
+        if self.bias_ridge is not None:
+            penalty[-1] = self.bias_ridge
+        gram = z.transpose(1, 2) @ z + torch.diag(penalty)
         return torch.linalg.solve(gram, (z.transpose(1, 2) @ (y * mask)[..., None]))[..., 0]
 
     def run(self, model: nn.Module, batch: TaskBatch, steps: int, create_graph: bool,
@@ -220,4 +272,27 @@ class MFFoldIn(_IdTables):
                            support_loss=masked_mse(pred_s, s.rating, s.mask))
 
     def outer_loss(self, result: AdaptResult, batch: TaskBatch, params: dict[str, Tensor]) -> Tensor:
+        if self.fit == "als":  # fitted by ALS already: a zero tied to the parameters
+            return sum(p.sum() for p in self.parameters()) * 0.0
         return all_ratings_loss(result, batch) + self._penalty
+
+
+def load_item_solution(features: ItemFeatureMap, ids: nn.Embedding, items: Tensor, trained: Tensor,
+                       data: RatingData, feature_ridge: float) -> Tensor:
+    """Make ``ids(i) + features(f_i) + intercept`` = ``items[i]`` ([q_i, b_i]) for every trained item and the ridge
+    map of its features (penalty ``feature_ridge``, fitted on the trained items) for the others: ``features``
+    gets the map's weights, ``ids`` the rest, with the intercept in every row; returns the intercept [d + 1]."""
+    fields = item_fields(data.schema)
+    if [f.key for f in fields] != [f.key for f in features.fields]:
+        raise ConfigError(f"item feature fields {[f.key for f in features.fields]} differ from the data's "
+                          f"{[f.key for f in fields]}")
+    design = feature_design(data, fields)
+    weights = feature_map(design, items, trained, feature_ridge)  # [columns, d + 1]
+    tables, intercept = field_tables(weights, fields)
+    mapped = torch.from_numpy(design @ weights.numpy())  # [num_items, d + 1], the intercept included
+    with torch.no_grad():
+        for key, table in tables.items():
+            features.maps[key].weight.copy_(table.float())
+        rest = torch.where(trained[:, None], items - mapped, torch.zeros_like(items)) + intercept
+        ids.weight.copy_(rest.float())
+    return intercept

@@ -12,6 +12,7 @@ ALGORITHMS = {
     "bias": "metarec_pl.algorithms.baselines:Bias",
     "finetune": "metarec_pl.algorithms.baselines:FineTune",
     "mf-foldin": "metarec_pl.algorithms.baselines:MFFoldIn",
+    "meta-foldin": "metarec_pl.algorithms.meta_foldin:MetaFoldIn",
     "popularity": "metarec_pl.algorithms.baselines:Popularity",
     "implicit-als": "metarec_pl.algorithms.implicit_mf:ImplicitALS",  # the [implicit] extra
     "implicit-bpr": "metarec_pl.algorithms.implicit_mf:ImplicitBPR",

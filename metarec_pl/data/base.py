@@ -40,13 +40,22 @@ class TaskSampler:
     that the key never interacted with anywhere in the data, are drawn for each task (``None``: 4 for implicit
     data, 0 for explicit), ``negative_sampling`` ``uniform`` or ``popularity`` (1 + training interactions),
     afresh by every ``episode``; ``negative_seed`` shifts their seeds without changing the support/query splits.
+
+    Heavy groups in training (``chunk_rows``, ``order="random"``; ``None``: off): a training group with n >
+    ``chunk_rows`` rows becomes k = ceil(n / ``chunk_rows``) tasks per epoch.  Every episode shuffles the group's
+    rows afresh (seeded by the data seed, the epoch and the group's key, ``chunk_seed``) and deals them into k
+    near-equal parts, one per task; each part's first ``query_size`` rows are its query, the rest its support.
+    So every training row is in exactly one task of every epoch, and no task holds more than ``chunk_rows`` rows
+    (padding stays bounded).  Validation and test tasks are never chunked (``training_tasks`` is applied to the
+    training split only).
     """
 
     group_by: ClassVar[Literal["user", "item"]] = "user"
 
     def __init__(self, query_size: int = 10, min_support: int = 1, max_support: Optional[int] = None,
                  order: Literal["random", "time"] = "random", negatives: Optional[int] = None,
-                 negative_sampling: Literal["uniform", "popularity"] = "uniform", negative_seed: int = 0) -> None:
+                 negative_sampling: Literal["uniform", "popularity"] = "uniform", negative_seed: int = 0,
+                 chunk_rows: Optional[int] = None) -> None:
         if query_size < 1 or min_support < 1:
             raise DataError(f"data.sampler_args: query_size and min_support must be >= 1, got {query_size}, "
                             f"{min_support}; expected positive numbers of rows")
@@ -60,7 +69,12 @@ class TaskSampler:
         if negative_sampling not in ("uniform", "popularity"):
             raise DataError(f"data.sampler_args: negative_sampling must be 'uniform' or 'popularity', got "
                             f"{negative_sampling!r}")
+        if chunk_rows is not None and chunk_rows < 2 * (query_size + min_support):
+            raise DataError(f"data.sampler_args: chunk_rows must be >= 2 * (query_size + min_support) = "
+                            f"{2 * (query_size + min_support)} (so every part of a heavy group is a whole task) or "
+                            f"null, got {chunk_rows}")
         self.query_size, self.min_support, self.max_support, self.order = query_size, min_support, max_support, order
+        self.chunk_rows = chunk_rows
         self.negatives, self.negative_sampling, self.negative_seed = negatives, negative_sampling, negative_seed
         self._context: Optional[tuple[RatingData, Touched, Tensor]] = None  # (the data, touched, popularity)
 
@@ -170,15 +184,47 @@ class TaskSampler:
         query, support = group[: self.query_size], group[self.query_size:]
         return (support if self.max_support is None else support[: self.max_support]), query
 
+    def training_tasks(self, tasks: list[Task], seed: int) -> list[Task]:
+        """The training tasks with each heavy group (more than ``chunk_rows`` rows in its ``pool``) replaced by
+        its k = ceil(n / ``chunk_rows``) chunk tasks, split as in epoch 0 (``chunk_seed(seed, 0, key)``); the
+        other tasks unchanged.  ``chunk_rows`` ``None`` or ``order="time"``: ``tasks`` as they are."""
+        if self.chunk_rows is None or self.order == "time":
+            return tasks
+        out = []
+        for task in tasks:
+            n = 0 if task.pool is None else len(task.pool)
+            if n <= self.chunk_rows:
+                out.append(task)
+                continue
+            k = -(-n // self.chunk_rows)
+            out += [self.episode(replace(task, chunk=(j, k)), chunk_seed(seed, 0, task.key)) for j in range(k)]
+        return out
+
+    def chunk_split(self, task: Task, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """(support, query) of chunk task ``task.chunk = (j, k)``: part j of its pool shuffled by ``generator``
+        and dealt into k near-equal parts; the part's first ``query_size`` rows are the query."""
+        j, k = task.chunk
+        part = torch.tensor_split(task.pool[torch.randperm(len(task.pool), generator=generator)], k)[j]
+        support = part[self.query_size:]
+        return (support if self.max_support is None else support[: self.max_support]), part[: self.query_size]
+
     def episode(self, task: Task, seed: int, resplit: bool = True) -> Task:
         """The same task with a new split drawn from its rows (seeded by ``seed``; not when ``resplit`` is false or
-        the task has no ``pool``: ``order="time"`` or a published split) and new negatives (when it has any)."""
+        the task has no ``pool``: ``order="time"`` or a published split) and new negatives (when it has any).
+        A chunk task (``task.chunk``) takes its part of the pool shuffled by ``seed``, which its group's other
+        chunk tasks share (``chunk_seed``), so the parts never overlap."""
         if resplit and task.pool is not None:
-            support, query = self.split(task.pool, torch.Generator().manual_seed(seed))
+            generator = torch.Generator().manual_seed(seed)
+            support, query = self.chunk_split(task, generator) if task.chunk else self.split(task.pool, generator)
             task = replace(task, support=support, query=query)
         if task.negatives_from is not None:
             task = self.with_negatives(task, torch.Generator().manual_seed(negatives_seed(seed, self.negative_seed)))
         return task
+
+
+def chunk_seed(seed: int, epoch: int, key: int) -> int:
+    """The seed of a heavy group's shuffle in ``epoch`` (shared by its chunk tasks; ``TaskSampler.chunk_rows``)."""
+    return hash((seed, epoch, -1, key))  # a 4-tuple: never the (seed, epoch, index) of an ordinary episode
 
 
 class UserTaskSampler(TaskSampler):

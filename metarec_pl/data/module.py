@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from metarec_pl import plugins
+from metarec_pl.data.base import chunk_seed
 from metarec_pl.data.candidates import CandidateCollator, CandidateSource, check_pool_size, touched_items
 from metarec_pl.data.info import MAX_RATING_LEVELS, DataInfo  # noqa: F401  (MAX_RATING_LEVELS: re-exported)
 from metarec_pl.data.resume import ResumableDataLoader
@@ -200,8 +201,10 @@ class Episodes(Dataset):
     (episodic training).
 
     Index ``(i, epoch)`` gives task ``i`` split by a generator seeded from (seed, epoch, i); epoch 0 keeps the
-    split drawn at construction.  The epoch travels with the index (``ScenarioBatchSampler(with_epoch=True)``),
-    so worker processes, every DDP rank and a resumed fit draw the same splits and negatives.
+    split drawn at construction.  A chunk task of a heavy group (``Task.chunk``) is seeded by (seed, epoch, key)
+    instead, the same for every chunk task of that group, so they deal one shuffle into disjoint parts.  The epoch
+    travels with the index (``ScenarioBatchSampler(with_epoch=True)``), so worker processes, every DDP rank and a
+    resumed fit draw the same splits and negatives.
     """
 
     def __init__(self, tasks: list[Task], sampler: Any, seed: int, resplit: bool = True) -> None:
@@ -213,7 +216,10 @@ class Episodes(Dataset):
     def __getitem__(self, index: tuple[int, int]) -> Task:
         i, epoch = index
         task = self.tasks[i]
-        return task if epoch == 0 else self.sampler.episode(task, hash((self.seed, epoch, i)), resplit=self.resplit)
+        if epoch == 0:
+            return task
+        seed = chunk_seed(self.seed, epoch, task.key) if task.chunk else hash((self.seed, epoch, i))
+        return self.sampler.episode(task, seed, resplit=self.resplit)
 
 
 class MetaDataModule(L.LightningDataModule):
@@ -391,6 +397,10 @@ class MetaDataModule(L.LightningDataModule):
                     self.data, rows, seed=self.hparams.seed + i, name=f"{self.hparams.dataset}/{stage}/{scenario}")]
                 for i, (scenario, rows) in enumerate(splits.items())
             }
+            expand = getattr(self.sampler, "training_tasks", None)  # heavy users -> bounded chunk tasks
+            if stage == "train" and expand is not None:
+                self.tasks[stage] = {scenario: expand(tasks, self.hparams.seed)
+                                     for scenario, tasks in self.tasks[stage].items()}
             for scenario, tasks in self.tasks[stage].items():
                 log.info("%s/%s: %d tasks", stage, scenario, len(tasks))
         return self.tasks[stage]

@@ -16,6 +16,11 @@ inside each task is the task sampler's job (``data.sampler_args``).
   more), so choices about new items are made on validation data too; the test scenarios are unchanged.
   ``val_items_by``: ``random`` (a seeded random share) or ``newest`` (the latest releases, as MeLU's new items
   are; needs the data set's item release times).
+  ``version``: ``1`` (default; MeLU's paper: the 13..100 filter applies to training too) or ``2`` (all warm
+  ratings): the validation and held-out warm users are exactly those of version 1 (filtered users, same split),
+  and training holds every warm rating of every other warm user, however few or many ratings they have (MeLU's
+  ML-1M: 4,832 warm users, 640,448 ratings, against 2,653 users and 121,811 ratings filtered).  Pair it with the
+  sampler's ``chunk_rows`` so a heavy user's history becomes several bounded tasks.
 * ``user-cold``: users split train/val/test; test users never appear in training.  K-shot evaluation:
   ``sampler_args: {min_support: K, max_support: K, query_size: Q}``.
 * ``item-cold``: items ordered by ``by`` (``count``: fewest ratings first, ``time``: latest first appearance
@@ -171,7 +176,7 @@ def item_cold(rows: Rows, seed: int = 0, by: str = "count", val_fraction: float 
 
 def melu(rows: Rows, seed: int = 0, val_fraction: float = 0.1, warm_test_fraction: float = 0.1,
          min_ratings: Optional[int] = 13, max_ratings: Optional[int] = 100, val_items: float = 0.0,
-         val_items_by: str = "random") -> Splits:
+         val_items_by: str = "random", version: int = 1) -> Splits:
     if rows.state is None or tuple(rows.state_names) != MELU_STATES:
         raise DataError(f"{rows.name}: protocol 'melu' needs MeLU's state files (data set melu-movielens-1m)")
     if val_items_by not in ("random", "newest"):
@@ -179,11 +184,20 @@ def melu(rows: Rows, seed: int = 0, val_fraction: float = 0.1, warm_test_fractio
     if val_items and val_items_by == "newest" and rows.item_time is None:
         raise DataError(f"{rows.name}: protocol melu: val_items_by 'newest' needs item release times, and this data "
                         "set has none; use 'random'")
+    if version not in (1, 2):
+        raise DataError(f"protocol melu: version must be 1 (the 13..100 filter on training too) or 2 (training on "
+                        f"every warm rating), got {version!r}")
     state = {name: _keep_users(rows, _rows(rows.state == i), min_ratings, max_ratings, name)
              for i, name in enumerate(MELU_STATES)}
     warm = state.pop("warm")
     train, val, test = _split_ids(_ids(rows.user[warm]), [val_fraction, warm_test_fraction], seed, "melu warm")
-    splits = {"train": {"train": _of_users(rows, warm, train)}, "val": {"warm": _of_users(rows, warm, val)},
+    if version == 2:  # every warm user but the validation and held-out ones, every rating of theirs
+        every_warm = _rows(rows.state == MELU_STATES.index("warm"))
+        held = torch.cat([val, test])
+        train_rows = every_warm[~_member(rows.user[every_warm], held)]
+    else:
+        train_rows = _of_users(rows, warm, train)
+    splits = {"train": {"train": train_rows}, "val": {"warm": _of_users(rows, warm, val)},
               "test": {"warm": _of_users(rows, warm, test), **state}}
     if val_items:  # validation on new items: the training users' ratings of held-out warm items
         warm_items = _ids(rows.item[warm])

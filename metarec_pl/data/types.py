@@ -184,6 +184,9 @@ class Task:
     # where the sampler draws this task's negatives from (a ``data.negatives.NegativeSource``, shared by the tasks of
     # a scenario), so an episode can draw new ones; ``None``: the task has no negatives
     negatives_from: Any = None
+    # (j, k): this task is the j-th of the k tasks a heavy group's ``pool`` is dealt into each training epoch
+    # (``TaskSampler.chunk_rows``); ``None``: the task is the whole group
+    chunk: Optional[tuple[int, int]] = None
 
 
 @dataclass
