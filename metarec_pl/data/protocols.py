@@ -23,6 +23,9 @@ inside each task is the task sampler's job (``data.sampler_args``).
   (default none) filter users per split only when given.
 * ``temporal``: users split as in ``user-cold`` and each task's support = the user's earliest ratings, query = the
   latest (preference drift); needs timestamps and ``sampler_args.order: time``.
+* ``sequential-cold``: training = rows before the time cut T (80th percentile of users' first interactions);
+  users first seen after T are cold (validation apart from test), each with their first K rows as support and the
+  next Q as query (``metarec_pl/data/sequential.py``); ``sampler_args: {order: time, max_support: K, query_size: Q}``.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
+from metarec_pl.data import sequential
 from metarec_pl.data.types import DataError
 
 log = logging.getLogger(__name__)
@@ -224,6 +228,8 @@ class Protocol:
 PROTOCOLS = {p.name: p for p in (
     Protocol("melu", 1, melu), Protocol("user-cold", 1, user_cold), Protocol("item-cold", 1, item_cold),
     Protocol("temporal", 1, temporal, sampler_order="time"), Protocol("given", 1, given),
+    # sequence recommenders' next-item cold start in time (metarec_pl/data/sequential.py): its one registration
+    Protocol("sequential-cold", 1, sequential.sequential_cold, sampler_order="time"),
 )}
 
 
