@@ -37,7 +37,7 @@ def test_vmap_over_padded_histories_equals_a_per_example_loop(lora_rank):
     model = network(prompt_len=3, lora_rank=lora_rank)
     with torch.no_grad():  # non-zero LoRA B, so the adapters take part
         for n, p in model.named_parameters():
-            if n.endswith("lora_B"):
+            if n.endswith("lora_B") or n == "encoder.bias":
                 p.normal_()
     gen = torch.Generator().manual_seed(1)
     lengths = [[0, 1, 5], [8, 2, 3], [4, 4, 0]]  # tasks x samples: history lengths, padding to 8
@@ -73,7 +73,8 @@ def test_frozen_table_is_a_buffer_out_of_every_graph_and_unseen_items_score():
     score.sum().backward()
     assert torch.isfinite(score).all() and not model.encoder.item_table.requires_grad
     assert model.encoder.prompt.grad is not None and model.encoder.prompt.grad.abs().sum() > 0
-    assert model.item_vectors().shape == (NUM_ITEMS, 16)
+    assert model.item_vectors().shape == (NUM_ITEMS, 17)
+    assert torch.allclose(model.state(x[HISTORY]) @ model.item_vectors()[NUM_ITEMS - 1], score)
 
 
 def test_registered_and_bad_arguments_are_one_line():

@@ -5,7 +5,9 @@ enter as vectors of a frozen pretrained sentence encoder (encoded once, outside 
 ``[num_items, text_dim]`` table kept as a buffer, so the encoder is never in any autograd graph), mapped to ``dim``
 by a learned adaptor (per-dimension standardisation, then ``Linear``); a small causal transformer (pre-LN, as in
 SASRec, Kang & McAuley 2018, with GPT-style blocks) reads the history; the score of a candidate is the dot product
-of the sequence state with the candidate's adapted vector, so an item first seen at test time is scorable.
+of the sequence state with the candidate's adapted vector (/ sqrt(d)), so an item first seen at test time is
+scorable, plus an optional learned per-item bias (``item_bias``; zero for items never trained; text vectors do not
+state popularity, which dominates next-item cold start).
 
 Parameter-efficient adaptation: ``prompt_len`` learned prefix tokens (``encoder.prompt``, a soft prompt, Lester
 et al. 2021) and, with ``lora_rank`` > 0, low-rank adapters on every block's query and value projections
@@ -78,47 +80,53 @@ class Block(nn.Module):
 
 
 class SequenceEncoder(nn.Module):
-    """features -> ``cat(state, item)`` [..., 2d]: the sequence state after the history and the candidate's
-    adapted text vector."""
+    """features -> ``cat(state, item)`` [..., 2(d + 1)]: the sequence state after the history and the candidate's
+    adapted text vector, each with one more entry (1 and the item's bias) so their dot product adds the bias."""
 
     def __init__(self, item_vectors: Tensor, dim: int, blocks: int, heads: int, max_len: int, prompt_len: int,
-                 lora_rank: int) -> None:
+                 lora_rank: int, item_bias: bool = True) -> None:
         super().__init__()
         table = item_vectors.detach().float()
         mean, std = table.mean(0), table.std(0).clamp_min(1e-6)
         self.register_buffer("item_table", (table - mean) / std)  # whitened frozen vectors (no ratings used)
         self.adaptor = nn.Linear(table.shape[1], dim)
         self.item_norm = nn.LayerNorm(dim)
+        # one learned score offset per item code, zero at the start (so an item never trained keeps 0): lets the
+        # model learn popularity, which no text vector states
+        self.bias = nn.Parameter(torch.zeros(table.shape[0])) if item_bias else None
         self.positions = nn.Parameter(torch.randn(max_len, dim) * 0.02)
         self.start = nn.Parameter(torch.randn(dim) * 0.02)  # read when the history is empty
         self.prompt = nn.Parameter(torch.randn(prompt_len, dim) * 0.02)
         self.blocks = nn.ModuleList(Block(dim, heads, lora_rank) for _ in range(blocks))
         self.final_norm = nn.LayerNorm(dim)
-        self.max_len, self.out_dim = max_len, 2 * dim
+        self.max_len, self.dim = max_len, dim
+        self.out_dim = 2 * (dim + 1)
 
-    def catalogue(self) -> Tensor:
-        """Adapted vectors [num_items, d] of every item code (the frozen table through the adaptor)."""
+    def embeddings(self) -> Tensor:
+        """Adapted vectors [num_items, d] of every item code (the frozen table through the adaptor): the tokens."""
         return self.item_norm(self.adaptor(self.item_table))
 
-    def items(self, codes: Tensor) -> Tensor:
-        """Adapted item vectors [..., d] of item ``codes`` [...]."""
-        return self.catalogue()[codes]
+    def catalogue(self, embeddings: Optional[Tensor] = None) -> Tensor:
+        """[num_items, d + 1] every item's scoring vector: its embedding and its bias (0 without ``item_bias``)."""
+        e = self.embeddings() if embeddings is None else embeddings
+        bias = self.bias if self.bias is not None else e.new_zeros(e.shape[0])
+        return torch.cat([e, bias[:, None]], -1)
 
-    def state(self, history: Tensor, catalogue: Optional[Tensor] = None) -> Tensor:
-        """Sequence state [..., d] after ``history`` [..., L] (codes + 1, right-padded with 0); ``catalogue``:
-        ``catalogue()`` if already computed."""
-        catalogue = self.catalogue() if catalogue is None else catalogue
+    def state(self, history: Tensor, embeddings: Optional[Tensor] = None) -> Tensor:
+        """Sequence state [..., d + 1] after ``history`` [..., L] (codes + 1, right-padded with 0): the last
+        position's output / sqrt(d), then a 1 that meets the item's bias; ``embeddings``: ``embeddings()`` if
+        already computed."""
+        embeddings = self.embeddings() if embeddings is None else embeddings
         length = history.shape[-1]
         if length > self.max_len:
             raise ValueError(f"text-sequence: history of {length} items, expected at most max_len={self.max_len}")
         present = history > 0
-        x = catalogue[(history - 1).clamp_min(0)] + self.positions[:length]
+        x = embeddings[(history - 1).clamp_min(0)] + self.positions[:length]
         lead = history.shape[:-1]
         prefix = torch.cat([self.prompt, self.start[None]], 0)  # [k + 1, d]
         x = torch.cat([prefix.expand(*lead, *prefix.shape), x], -2)  # [..., k + 1 + L, d]
         k = prefix.shape[0]
-        total = k + length
-        idx = torch.arange(total, device=history.device)
+        idx = torch.arange(k + length, device=history.device)
         # key j is visible to query i: a prefix token (the prompt and start), or a present item with j <= i; prefix
         # tokens see only the prefix, so no position reads a later item
         key_ok = torch.cat([torch.ones(*lead, k, dtype=torch.bool, device=history.device), present], -1)
@@ -128,15 +136,17 @@ class SequenceEncoder(nn.Module):
             x = block(x, allowed)
         last = k - 1 + present.sum(-1)  # the start token when the history is empty
         pick = (idx == last[..., None]).to(x.dtype)  # [..., T]: a one-hot read, vmap-safe
-        return self.final_norm((pick[..., None] * x).sum(-2))
+        out = self.final_norm((pick[..., None] * x).sum(-2)) / math.sqrt(self.dim)
+        return torch.cat([out, torch.ones_like(out[..., :1])], -1)
 
     def forward(self, features: dict[str, Tensor]) -> Tensor:
-        catalogue = self.catalogue()
-        return torch.cat([self.state(features[HISTORY], catalogue), catalogue[features[CANDIDATE]]], -1)
+        embeddings = self.embeddings()
+        items = self.catalogue(embeddings)[features[CANDIDATE]]
+        return torch.cat([self.state(features[HISTORY], embeddings), items], -1)
 
 
 class DotHead(nn.Module):
-    """``cat(state, item)`` [..., 2d] -> their dot product [..., 1]."""
+    """``cat(state, item)`` [..., 2(d + 1)] -> their dot product [..., 1] (the state's trailing 1 adds the bias)."""
 
     def forward(self, x: Tensor) -> Tensor:
         state, item = x.chunk(2, dim=-1)
@@ -148,12 +158,14 @@ class TextSequenceNet(RatingModel):
 
     ``item_vectors``: ``[num_items, text_dim]`` frozen encoder vectors by item code (required; e.g.
     ``metarec_pl.data.text.encode_texts``).  ``dim`` (64), ``blocks`` (2), ``heads`` (2), ``max_len`` (50, the
-    longest history), ``prompt_len`` (4 soft-prompt tokens), ``lora_rank`` (0: no LoRA).  Output: the score
-    [...] (a logit; train with the ``bce`` or ``bpr`` loss).  ``ConfigError`` for missing vectors or bad sizes.
+    longest history), ``prompt_len`` (4 soft-prompt tokens), ``lora_rank`` (0: no LoRA), ``item_bias`` (a learned
+    per-item score offset, zero for items never trained).  Output: the score [...] = state . item / sqrt(d) + bias
+    (a logit; train with the ``bce`` or ``bpr`` loss).  ``ConfigError`` for missing vectors or bad sizes.
     """
 
     def __init__(self, schema: Sequence[FeatureSpec], item_vectors: Optional[Tensor] = None, dim: int = 64,
-                 blocks: int = 2, heads: int = 2, max_len: int = 50, prompt_len: int = 4, lora_rank: int = 0) -> None:
+                 blocks: int = 2, heads: int = 2, max_len: int = 50, prompt_len: int = 4, lora_rank: int = 0,
+                 item_bias: bool = True) -> None:
         super().__init__(schema)
         if not isinstance(item_vectors, Tensor) or item_vectors.dim() != 2:
             raise ConfigError("text-sequence: network_args.item_vectors must be the [num_items, text_dim] tensor "
@@ -162,15 +174,16 @@ class TextSequenceNet(RatingModel):
                                  ("max_len", max_len, 1), ("prompt_len", prompt_len, 0), ("lora_rank", lora_rank, 0)):
             if not isinstance(value, int) or value < low:
                 raise ConfigError(f"text-sequence: {name} must be an integer >= {low}, got {value!r}")
-        self.encoder = SequenceEncoder(item_vectors, dim, blocks, heads, max_len, prompt_len, lora_rank)
+        self.encoder = SequenceEncoder(item_vectors, dim, blocks, heads, max_len, prompt_len, lora_rank, item_bias)
         self.head = DotHead()
 
     def state(self, history: Tensor) -> Tensor:
-        """Sequence state [..., d] after ``history`` [..., L] (for scoring a whole catalogue at once)."""
+        """Sequence state [..., d + 1] after ``history`` [..., L]: ``state(h) @ item_vectors().T`` scores the whole
+        catalogue at once, as ``forward`` scores one candidate."""
         return self.encoder.state(history)
 
     def item_vectors(self) -> Tensor:
-        """[num_items, d] adapted vectors of every item code."""
+        """[num_items, d + 1] scoring vectors of every item code (adapted text vector, bias)."""
         return self.encoder.catalogue()
 
 
