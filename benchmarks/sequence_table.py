@@ -185,8 +185,8 @@ def train(setup: Setup, args, seed: int, meta: bool) -> tuple[TextSequenceNet, M
         opt.step()
         if step % args.eval_every == 0 or step == args.steps:
             val = evaluate(setup, setup.val, scorer(model, alg, steps), seed)["full/ndcg@10"]
-            log.append({"step": step, "loss": float(loss), "val_full_ndcg@10": val, "s": time.time() - started})
-            print(f"  {'meta' if meta else 'plain'} step {step} loss {float(loss):.4f} val full NDCG@10 {val:.4f}"
+            log.append({"step": step, "loss": float(loss.detach()), "val_full_ndcg@10": val, "s": time.time() - started})
+            print(f"  {'meta' if meta else 'plain'} step {step} loss {float(loss.detach()):.4f} val full NDCG@10 {val:.4f}"
                   f" ({time.time() - started:.0f} s)", flush=True)
             if val > best:
                 best, best_state = val, (copy.deepcopy(model.state_dict()), copy.deepcopy(alg.state_dict()))
