@@ -13,6 +13,7 @@ from _datasets_fixtures import write_ml100k
 from test_sequential_protocol import log_rows
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import sequence_memory  # noqa: E402
 import sequence_table  # noqa: E402
 
 
@@ -42,3 +43,11 @@ def test_runs_end_to_end_on_tiny_files(tmp_path):
         assert row["sampled/hr@10"] >= row["full/hr@10"]  # 100 negatives are never harder than the catalogue
     text = out.read_text()
     assert "| meta prompt (Meta-SGD) |" in text and "adapted per user" in text
+
+
+def test_memory_script_compares_the_prompt_with_full_parameter_maml():
+    prompt = sequence_memory.one("prompt", users=3, k=2, steps=1, lora_rank=1)
+    full = sequence_memory.one("full", users=3, k=2, steps=1, lora_rank=0)
+    assert prompt["adapted_per_user"] == 4 * 64 + 1 * 2 * 2 * (64 + 64)
+    assert full["adapted_per_user"] == full["backbone_params"]
+    assert prompt["peak_mib"] >= prompt["peak_before_mib"] > 0
