@@ -33,10 +33,12 @@ def test_runs_end_to_end_on_tiny_files(tmp_path):
     out = tmp_path / "table.md"
     results = sequence_table.main(["--root", str(root), "--encoder", "hashing", "--cache_dir", str(tmp_path / "c"),
                                    "--steps", "2", "--eval_every", "2", "--tasks_per_batch", "4", "--dim", "8",
-                                   "--k", "3", "--out", str(out)])
+                                   "--k", "3", "--finetune_steps", "1", "--finetune_lrs", "0.1", "1.0", "--out", str(out)])
     raw = json.loads(out.with_suffix(".json").read_text())
     assert raw["results"][0]["rows"].keys() == results[0]["rows"].keys() == {
-        "popularity", "backbone (unadapted)", "meta prompt (zero-shot)", "meta prompt (Meta-SGD)"}
+        "popularity", "backbone (unadapted)", "backbone + prompt fine-tuned", "meta prompt (zero-shot)",
+        "meta prompt (Meta-SGD)"}
+    assert results[0]["finetune"]["lr"] in (0.1, 1.0) and set(results[0]["finetune"]["val"]) == {0.1, 1.0}
     for row in results[0]["rows"].values():
         for key in ("full/hr@10", "full/ndcg@10", "full/mrr", "sampled/hr@10", "sampled/ndcg@10", "sampled/mrr"):
             assert 0.0 <= row[key] <= 1.0
