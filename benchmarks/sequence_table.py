@@ -17,7 +17,9 @@ Rows (all trained on the same training windows: K consecutive items of a trainin
   ``--finetune_lrs`` (the "per-user prompt without meta-learned initialisation" baseline);
 * ``meta prompt (zero-shot)``: the meta-learned model below, tested without its inner loop (a diagnostic);
 * ``meta prompt (Meta-SGD)``: the soft prompt (and LoRA with ``--lora_rank``) adapted per user by Meta-SGD on the
-  support's next-item predictions (second order unless ``--first_order``), meta-learned on training windows.
+  support's next-item predictions (second order unless ``--first_order``), meta-learned on training windows
+  (every weight in the outer loop), starting from the unadapted backbone's weights (``--meta_init plain``: a
+  pretrained backbone; ``scratch``: from a fresh initialisation).
 Each trained row keeps the step with the best validation full-catalogue NDCG@10 (validation cold users, never
 test users).  Metrics per test user's query item: HR@10, NDCG@10, MRR, ranked among 100 sampled negatives (items
 outside the user's history, without replacement) and among the full catalogue (every item but the support).
@@ -165,38 +167,52 @@ def build(setup: Setup, args, seed: int) -> tuple[TextSequenceNet, MetaSGD]:
     return model, alg
 
 
-def train(setup: Setup, args, seed: int, meta: bool) -> tuple[TextSequenceNet, MetaSGD, dict]:
-    """Meta-train (``meta``) or train without adaptation; keep the step with the best validation NDCG@10."""
+def train(setup: Setup, args, seed: int, meta: bool,
+          start: Optional[TextSequenceNet] = None) -> tuple[TextSequenceNet, MetaSGD, dict]:
+    """Meta-train (``meta``) or train without adaptation, from ``start``'s weights if given (step 0 then counts as
+    a candidate); keep the step with the best validation NDCG@10."""
     model, alg = build(setup, args, seed)
+    if start is not None:
+        model.load_state_dict(start.state_dict())
     users = [u for u, s in setup.train_seqs.items() if len(s) >= setup.k + 1]
     opt = torch.optim.Adam(list(model.parameters()) + list(alg.parameters()), lr=args.lr)
     gen = torch.Generator().manual_seed(seed)
     best, best_state, started, log = -1.0, None, time.time(), []
     steps = args.inner_steps if meta else 0
-    for step in range(1, args.steps + 1):
-        model.train()
-        picked = [users[i] for i in torch.randint(len(users), (args.tasks_per_batch,), generator=gen).tolist()]
-        tasks = training_windows(setup.train_seqs, picked, setup.k, 1, gen, start=args.windows)
-        batch = sequence_batch(tasks, setup.train_items, args.support_negatives, args.query_negatives, gen,
-                               exclude=setup.train_seqs)
-        if meta:
-            loss = alg.run(model, batch, steps, create_graph=not args.first_order).query_loss.mean()
-        else:  # every next-item prediction of the window, support and query alike
-            loss = torch.cat([alg.loss(model(s.features), s.rating, s.mask) for s in (batch.support, batch.query)]
-                             ).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if step % args.eval_every == 0 or step == args.steps:
+    total = args.meta_steps if meta else args.steps
+    for step in range(0 if start is not None else 1, total + 1):
+        if step > 0:
+            loss = float(outer_step(setup, model, alg, opt, args, users, gen, steps if meta else None))
+        if step % args.eval_every == 0 or step == total:
             val = evaluate(setup, setup.val, scorer(model, alg, steps), seed)["full/ndcg@10"]
-            log.append({"step": step, "loss": float(loss.detach()), "val_full_ndcg@10": val, "s": time.time() - started})
-            print(f"  {'meta' if meta else 'plain'} step {step} loss {float(loss.detach()):.4f} val full NDCG@10 {val:.4f}"
-                  f" ({time.time() - started:.0f} s)", flush=True)
+            log.append({"step": step, "loss": loss if step else None, "val_full_ndcg@10": val,
+                        "s": time.time() - started})
+            print(f"  {'meta' if meta else 'plain'} step {step} val full NDCG@10 {val:.4f} ({time.time() - started:.0f}"
+                  " s)", flush=True)
             if val > best:
                 best, best_state = val, (copy.deepcopy(model.state_dict()), copy.deepcopy(alg.state_dict()))
     model.load_state_dict(best_state[0])
     alg.load_state_dict(best_state[1])
     return model, alg, {"fit_s": time.time() - started, "best_val_full_ndcg@10": best, "log": log}
+
+
+def outer_step(setup: Setup, model: TextSequenceNet, alg: MetaSGD, opt, args, users: list[int],
+               gen: torch.Generator, inner_steps: Optional[int]) -> Tensor:
+    """One outer step on a fresh meta-batch of training windows: the query loss after ``inner_steps`` Meta-SGD
+    steps, or (``None``) the loss of every next-item prediction of the windows without adaptation."""
+    model.train()
+    picked = [users[i] for i in torch.randint(len(users), (args.tasks_per_batch,), generator=gen).tolist()]
+    tasks = training_windows(setup.train_seqs, picked, setup.k, 1, gen, start=args.windows)
+    batch = sequence_batch(tasks, setup.train_items, args.support_negatives, args.query_negatives, gen,
+                           exclude=setup.train_seqs)
+    if inner_steps is not None:
+        loss = alg.run(model, batch, inner_steps, create_graph=not args.first_order).query_loss.mean()
+    else:  # every next-item prediction of the window, support and query alike
+        loss = torch.cat([alg.loss(model(s.features), s.rating, s.mask) for s in (batch.support, batch.query)]).mean()
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return loss.detach()
 
 
 def finetuned(setup: Setup, model: TextSequenceNet, args, seed: int) -> tuple[dict, dict]:
@@ -224,7 +240,7 @@ def run_seed(args, seed: int) -> dict:
     rows["backbone (unadapted)"] = {**evaluate(setup, setup.test, scorer(plain, plain_alg, 0), seed),
                                     "fit_s": plain_info["fit_s"]}
     rows["backbone + prompt fine-tuned"], chosen = finetuned(setup, plain, args, seed)
-    meta, alg, meta_info = train(setup, args, seed, meta=True)
+    meta, alg, meta_info = train(setup, args, seed, meta=True, start=plain if args.meta_init == "plain" else None)
     rows["meta prompt (zero-shot)"] = evaluate(setup, setup.test, scorer(meta, alg, 0), seed)
     rows["meta prompt (Meta-SGD)"] = {**evaluate(setup, setup.test, scorer(meta, alg, args.inner_steps), seed),
                                       "fit_s": meta_info["fit_s"]}
@@ -270,7 +286,10 @@ def parse(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--inner_steps", type=int, default=2)
     p.add_argument("--inner_lr", type=float, default=0.1)
     p.add_argument("--first_order", action="store_true")
-    p.add_argument("--steps", type=int, default=400, help="outer (meta-)steps per trained row")
+    p.add_argument("--steps", type=int, default=400, help="training steps of the unadapted backbone")
+    p.add_argument("--meta_steps", type=int, default=200, help="outer steps of meta-training")
+    p.add_argument("--meta_init", choices=("plain", "scratch"), default="plain",
+                   help="meta-train from the unadapted backbone's weights (a pretrained backbone) or from scratch")
     p.add_argument("--eval_every", type=int, default=100)
     p.add_argument("--tasks_per_batch", type=int, default=32)
     p.add_argument("--support_negatives", type=int, default=4)
