@@ -300,11 +300,37 @@ def parse(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--finetune_lrs", type=float, nargs="+", default=[0.01, 0.1, 1.0])
     p.add_argument("--out", default="runs/sequence_table.md")
     p.add_argument("--raw", default=None, help="JSON of every number (default: --out with .json)")
+    p.add_argument("--render", nargs="+", default=None, metavar="RAW",
+                   help="only write --out from these raw JSON files (their seeds pooled per K)")
     return p.parse_args(argv)
+
+
+def render(paths: list[str], out: Path) -> str:
+    """One table per K from saved raw JSON files (seeds pooled), then full-catalogue NDCG@10 per method and K."""
+    by_k: dict[int, list[dict]] = {}
+    for path in paths:
+        raw = json.loads(Path(path).read_text())
+        by_k.setdefault(raw["args"]["k"], []).extend(raw["results"])
+    parts = []
+    for k, results in sorted(by_k.items()):
+        seeds = sorted(r["seed"] for r in results)
+        parts.append(f"### K = {k} (seeds {seeds}, {results[0]['test_users']} test cold users)\n\n" + table(results))
+    names = list(next(iter(by_k.values()))[0]["rows"])
+    lines = ["| method | " + " | ".join(f"K = {k}" for k in sorted(by_k)) + " |", "|---|" + "---|" * len(by_k)]
+    for name in names:
+        cells = [sum(r["rows"][name]["full/ndcg@10"] for r in by_k[k]) / len(by_k[k]) for k in sorted(by_k)]
+        lines.append(f"| {name} | " + " | ".join(f"{c:.4f}" for c in cells) + " |")
+    text = "\n".join(parts) + "\n### Full-catalogue NDCG@10 versus K (mean over the seeds run)\n\n" + "\n".join(lines) + "\n"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    return text
 
 
 def main(argv: Optional[list[str]] = None) -> list[dict]:
     args = parse(argv)
+    if args.render:
+        print(render(args.render, Path(args.out)))
+        return []
     torch.set_num_threads(1)
     results = [run_seed(args, seed) for seed in args.seeds]
     out = Path(args.out)

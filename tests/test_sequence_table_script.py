@@ -45,6 +45,9 @@ def test_runs_end_to_end_on_tiny_files(tmp_path):
         assert row["sampled/hr@10"] >= row["full/hr@10"]  # 100 negatives are never harder than the catalogue
     text = out.read_text()
     assert "| meta prompt (Meta-SGD) |" in text and "adapted per user" in text
+    sequence_table.main(["--render", str(out.with_suffix(".json")), "--out", str(tmp_path / "r.md")])
+    rendered = (tmp_path / "r.md").read_text()
+    assert "### K = 3 (seeds [0]" in rendered and "| meta prompt (Meta-SGD) | " in rendered.split("versus K")[1]
 
 
 def test_memory_script_compares_the_prompt_with_full_parameter_maml():
