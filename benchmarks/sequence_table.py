@@ -175,7 +175,8 @@ def train(setup: Setup, args, seed: int, meta: bool,
     if start is not None:
         model.load_state_dict(start.state_dict())
     users = [u for u, s in setup.train_seqs.items() if len(s) >= setup.k + 1]
-    opt = torch.optim.Adam(list(model.parameters()) + list(alg.parameters()), lr=args.lr)
+    lr = args.lr if not meta or args.meta_lr is None else args.meta_lr
+    opt = torch.optim.Adam(list(model.parameters()) + list(alg.parameters()), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     best, best_state, started, log = -1.0, None, time.time(), []
     steps = args.inner_steps if meta else 0
@@ -296,6 +297,7 @@ def parse(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--query_negatives", type=int, default=20)
     p.add_argument("--windows", choices=("random", "first"), default="random")
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--meta_lr", type=float, default=None, help="outer Adam step size of meta-training (default --lr)")
     p.add_argument("--finetune_steps", type=int, default=10)
     p.add_argument("--finetune_lrs", type=float, nargs="+", default=[0.01, 0.1, 1.0])
     p.add_argument("--out", default="runs/sequence_table.md")
