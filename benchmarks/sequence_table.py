@@ -322,7 +322,8 @@ def render(paths: list[str], out: Path) -> str:
     for name in names:
         cells = [sum(r["rows"][name]["full/ndcg@10"] for r in by_k[k]) / len(by_k[k]) for k in sorted(by_k)]
         lines.append(f"| {name} | " + " | ".join(f"{c:.4f}" for c in cells) + " |")
-    text = "\n".join(parts) + "\n### Full-catalogue NDCG@10 versus K (mean over the seeds run)\n\n" + "\n".join(lines) + "\n"
+    text = ("\n".join(parts) + "\n### Full-catalogue NDCG@10 versus K (mean over the seeds run)\n\n"
+            + "\n".join(lines) + "\n")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     return text

@@ -31,9 +31,10 @@ def test_runs_end_to_end_on_tiny_files(tmp_path):
     root = write_ml100k(tmp_path / "ml", log_rows(num_users=60, num_items=150), num_users=60, num_items=150)
     (root / "u.genre").write_text("".join(f"G{g}|{g}\n" for g in range(19)))
     out = tmp_path / "table.md"
-    results = sequence_table.main(["--root", str(root), "--encoder", "hashing", "--cache_dir", str(tmp_path / "c"),
-                                   "--steps", "2", "--meta_steps", "2", "--eval_every", "2", "--tasks_per_batch", "4", "--dim", "8",
-                                   "--k", "3", "--finetune_steps", "1", "--finetune_lrs", "0.1", "1.0", "--out", str(out)])
+    results = sequence_table.main([
+        "--root", str(root), "--encoder", "hashing", "--cache_dir", str(tmp_path / "c"), "--steps", "2",
+        "--meta_steps", "2", "--eval_every", "2", "--tasks_per_batch", "4", "--dim", "8", "--k", "3",
+        "--finetune_steps", "1", "--finetune_lrs", "0.1", "1.0", "--out", str(out)])
     raw = json.loads(out.with_suffix(".json").read_text())
     assert raw["results"][0]["rows"].keys() == results[0]["rows"].keys() == {
         "popularity", "backbone (unadapted)", "backbone + prompt fine-tuned", "meta prompt (zero-shot)",
