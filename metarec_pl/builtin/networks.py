@@ -5,6 +5,7 @@ from metarec_pl.hookspecs import hookimpl
 NETWORKS = {
     "melu": "metarec_pl.models.melu:MeLUNet",
     "mlp": "metarec_pl.models.mlp:MLPNet",
+    "text-sequence": "metarec_pl.models.sequence:TextSequenceNet",  # issue 21's backbone (models/sequence.py)
 }
 
 

@@ -8,6 +8,7 @@ PROTOCOLS = {
     "item-cold": "metarec_pl.data.protocols:ItemCold",
     "temporal": "metarec_pl.data.protocols:Temporal",
     "given": "metarec_pl.data.protocols:Given",
+    "sequential-cold": "metarec_pl.data.protocols:SequentialCold",
 }
 
 

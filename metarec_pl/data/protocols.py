@@ -31,6 +31,9 @@ inside each task is the task sampler's job (``data.sampler_args``).
   (default none) filter users per split only when given.
 * ``temporal``: users split as in ``user-cold`` and each task's support = the user's earliest ratings, query = the
   latest (preference drift); needs timestamps and ``sampler_args.order: time``.
+* ``sequential-cold``: training = rows before the time cut T (80th percentile of users' first interactions);
+  users first seen after T are cold (validation apart from test), each with their first K rows as support and the
+  next Q as query (``metarec_pl/data/sequential.py``); ``sampler_args: {order: time, max_support: K, query_size: Q}``.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ import torch
 from torch import Tensor
 
 from metarec_pl import plugins
+from metarec_pl.data import sequential
 from metarec_pl.data.types import DataError
 
 log = logging.getLogger(__name__)
@@ -281,6 +285,12 @@ class Temporal(Protocol):
 
     sampler_order = "time"
     split = staticmethod(temporal)
+
+
+class SequentialCold(Protocol):
+    """``sequential-cold``: next-item cold start in time, for sequence recommenders (``metarec_pl/data/sequential.py``)."""
+    sampler_order = "time"
+    split = staticmethod(sequential.sequential_cold)
 
 
 class Given(Protocol):

