@@ -151,7 +151,7 @@ def test_unknown_protocol_or_metric_is_one_line_and_writes_nothing(data_plugin, 
     out = run(["fit", "--config", str(cfg)], cwd=tmp_path)
     assert out.code == 2 and out.error_lines == [
         "metarec: error: data.dataset_args.protocol: unknown protocol 'by-remaindr'; available: by-remainder, given, "
-        "item-cold, melu, temporal, user-cold"]
+        "item-cold, melu, sequential-cold, temporal, user-cold"]
     cfg = config(tmp_path, protocol="by-remainder")
     out = run(["fit", "--config", str(cfg), "--model.extra_metrics", "[signed-eror]"], cwd=tmp_path)
     assert out.code == 2 and out.error_lines == [

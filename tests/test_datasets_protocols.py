@@ -169,7 +169,7 @@ def test_unknown_protocol_or_option_is_one_line(roots):
     with pytest.raises(DataError) as unknown:
         MovieLens100K(root=roots["ml100k"], protocol="warm")
     assert str(unknown.value) == ("data.dataset_args.protocol: unknown protocol 'warm'; available: given, item-cold, "
-                                  "melu, temporal, user-cold")
+                                  "melu, sequential-cold, temporal, user-cold")
     with pytest.raises(DataError, match="data.dataset_args: unknown option 'k' for data set MovieLens100K"):
         MovieLens100K(root=roots["ml100k"], k=5)
     with pytest.raises(DataError, match="protocol 'melu' needs MeLU's state files"):

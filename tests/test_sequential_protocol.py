@@ -9,7 +9,7 @@ import torch
 from _datasets_fixtures import write_ml100k
 from metarec_pl.data.base import UserTaskSampler
 from metarec_pl.data.movielens import MovieLens100K
-from metarec_pl.data.protocols import PROTOCOLS, Rows
+from metarec_pl.data.protocols import Rows, lookup
 from metarec_pl.data.sequential import SCENARIO, sequential_cold
 from metarec_pl.data.types import DataError, RatingData
 
@@ -124,7 +124,7 @@ def test_no_timestamps_is_one_line():
 
 
 def test_registered_versioned_and_loaded_from_movielens_files(tmp_path):
-    protocol = PROTOCOLS["sequential-cold"]
+    protocol = lookup("sequential-cold")  # registered through the register_protocols hook
     assert protocol.version == 1 and protocol.sampler_order == "time"
     assert protocol.options() == {"seed": 0, "support_size": 5, "query_size": 1, "quantile": 0.8,
                                   "val_fraction": 0.5}
