@@ -58,5 +58,6 @@ def register_protocols(register: Register) -> None:
 
 @hookspec
 def register_metrics(register: Register) -> None:
-    """Register query metrics (chosen by ``model.metrics``): ``register("bias", MeanError)``; classes subclass
-    ``torchmetrics.Metric`` and are built with no argument."""
+    """Register query metrics (chosen by ``model.extra_metrics``): ``register("signed-error", SignedError)``;
+    classes subclass ``torchmetrics.Metric`` and are built with no argument (docs/plugins.md says what ``update``
+    receives)."""

@@ -132,7 +132,7 @@ def test_checkpoint_of_a_missing_plugin_names_its_distribution(tmp_path):
         trainer.save_checkpoint(tmp_path / "last.ckpt")
         reloaded = MetaLearner.load_from_checkpoint(tmp_path / "last.ckpt")
         assert reloaded.hparams.plugin_distributions == {"algorithm/my-proto": "my-proto-dist",
-                                                         "model/melu": "metarec_pl"}
+                                                         "network/melu": "metarec_pl"}
     with pytest.raises(plugins.UnknownPluginError) as err:
         MetaLearner.load_from_checkpoint(tmp_path / "last.ckpt")
     assert str(err.value).endswith("pip install my-proto-dist") and "\n" not in str(err.value)
