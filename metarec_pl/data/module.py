@@ -408,13 +408,7 @@ class MetaDataModule(L.LightningDataModule):
     def _loader(self, stage: str, batch: int, shuffle: bool) -> DataLoader:
         """One loader over every scenario of ``stage`` (at test: of ``test_scenarios``); each batch holds tasks of
         one scenario only."""
-        scenarios = self.stage_tasks(stage)
-        if stage == "test" and self.test_scenarios is not None:
-            unknown = sorted(set(self.test_scenarios) - set(scenarios))
-            if unknown:
-                raise DataError(f"data.test_scenarios: no test scenario {', '.join(map(repr, unknown))}; this data "
-                                f"set's are: {', '.join(scenarios)}")
-            scenarios = {k: v for k, v in scenarios.items() if k in self.test_scenarios}
+        scenarios = self._chosen_scenarios(stage)
         tasks = [t for scenario_tasks in scenarios.values() for t in scenario_tasks]
         gen = torch.Generator().manual_seed(self.hparams.seed)
         negatives = any(t.negatives_from is not None for t in tasks)
@@ -429,6 +423,18 @@ class MetaDataModule(L.LightningDataModule):
                                    collate_fn=collate or TaskCollator(self.data, group_by=group_by),
                                    num_workers=self.hparams.num_workers,
                                    persistent_workers=self.hparams.num_workers > 0)
+
+    def _chosen_scenarios(self, stage: str) -> dict[str, list]:
+        """The tasks of ``stage`` per scenario; at test, of ``test_scenarios`` only (``DataError`` naming a scenario
+        the data set does not have)."""
+        scenarios = self.stage_tasks(stage)
+        if stage != "test" or self.test_scenarios is None:
+            return scenarios
+        unknown = sorted(set(self.test_scenarios) - set(scenarios))
+        if unknown:
+            raise DataError(f"data.test_scenarios: no test scenario {', '.join(map(repr, unknown))}; this data "
+                            f"set's are: {', '.join(scenarios)}")
+        return {k: v for k, v in scenarios.items() if k in self.test_scenarios}
 
     def _candidate_collator(self, stage: str) -> CandidateCollator:
         """The candidates of every user-as-task of ``stage`` (``candidates`` pool and/or ``full_catalogue``): one
