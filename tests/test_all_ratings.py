@@ -20,6 +20,7 @@ from metarec_pl.data.base import UserTaskSampler
 from metarec_pl.data.melu_release import MeLUMovieLens1M
 from metarec_pl.data.module import MetaDataModule
 from metarec_pl.data.types import DataError, TaskBatch, TaskCollator
+from metarec_pl.errors import ConfigError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import melu_table  # noqa: E402
@@ -217,6 +218,92 @@ def test_meta_foldin_meta_gradient_equals_a_per_task_loop(root):
         assert (g is None) == (w is None), name
         if g is not None:
             assert torch.allclose(g, w, atol=1e-10), name
+
+
+def _vectors(alg, s, i):
+    """One task's real rows: item vectors [n, d + 1] (id part dropped for new items), ratings, features."""
+    n = int(s.mask[i].sum())
+    feats = {k: v[i, :n] for k, v in s.features.items()}
+    new = ~alg.trained[s.item[i, :n]]
+    return alg.item_ids(s.item[i, :n]) * ~new[:, None] + alg.features(feats) + alg.intercept, s.rating[i, :n], feats
+
+
+@pytest.mark.parametrize("history_bias", ["shared", "own"])
+def test_meta_foldin_history_folds_in_a_known_users_training_ratings_with_the_support(root, history_bias):
+    dm = _dm(root)
+    module = _fit(dm, "meta-foldin", epochs=1, dim=3, reg=2.0, als_iters=2, history=0.5,
+                  history_bias=history_bias).double()
+    alg = module.algorithm.eval()
+    data, rows = dm.data, dm.data.splits["train"]["train"]
+    collated = _batch(dm, "test", 40)  # the known users' new items (item-cold) come after the other scenarios
+    batch = TaskBatch(collated.support.to_dtype(torch.float64), collated.query.to_dtype(torch.float64), collated.key)
+    with torch.no_grad():
+        got = alg.run(module.network, batch, 0, False).query_pred
+        known = 0
+        for i in range(len(batch)):
+            zs, ys, _ = _vectors(alg, batch.support, i)
+            zq, yq, fq = _vectors(alg, batch.query, i)
+            prior = alg.prior(batch.query)[i]
+            own = rows[data.user[rows] == batch.query.user[i, 0]]  # the user's training ratings, if any
+            known += len(own) > 0
+            feats = {k: v[data.item[own]] for k, v in data.item_features.items()}
+            zh = alg.item_ids(data.item[own]) + alg.features(feats) + alg.intercept
+            yh = data.rating[own].double() - alg.mu - zh[:, -1]
+            new_share = (~alg.trained[batch.support.item[i, :len(ys)]]).double().mean()
+            lam = (alg.log_precision + new_share * alg.cold_shift).exp()
+            # the definition: one least-squares problem over support and weighted history rows; "own": the history
+            # rows get a bias of their own (an extra unpenalised unknown) instead of b_u
+            extra = 1 if history_bias == "own" else 0
+            xs = torch.cat([zs[:, :-1], torch.ones_like(zs[:, :1]), torch.zeros(len(zs), extra)], 1)
+            xh = torch.cat([zh[:, :-1], torch.full((len(zh), 1), 1.0 - extra), torch.ones(len(zh), extra)], 1) * 0.5 ** 0.5
+            if extra and len(own) == 0:
+                xh = torch.zeros(1, xs.shape[1], dtype=torch.float64)
+                xh[0, -1] = 1.0  # a user with no history: its own bias is pinned by one zero row
+                yh = torch.zeros(1, dtype=torch.float64)
+            x = torch.cat([xs, xh])
+            y = torch.cat([ys - alg.mu - zs[:, -1], yh * 0.5 ** 0.5])
+            lam_full = torch.cat([lam, torch.zeros(extra)])
+            prior_full = torch.cat([prior, torch.zeros(extra)])
+            theta = torch.linalg.solve(x.T @ x + torch.diag(lam_full), x.T @ y + lam_full * prior_full)[:len(lam)]
+            want = alg.mu + zq[:, -1] + zq[:, :-1] @ theta[:-1] + theta[-1]
+            assert torch.allclose(got[i, :len(yq)], want, atol=1e-8), i
+    assert known >= 3 and known < len(batch)  # known users (history) and held-out ones (none) both checked
+    alg.train()  # in training the history never enters (a training user's history holds the task's query)
+    off = _fit(dm, "meta-foldin", epochs=1, dim=3, reg=2.0, als_iters=2).double().algorithm.train()
+    off.load_state_dict(alg.state_dict())
+    assert torch.equal(alg.run(module.network, batch, 0, False).query_pred,
+                       off.run(module.network, batch, 0, False).query_pred)
+
+
+def test_meta_foldin_link_is_a_monotone_staircase_learned_apart_from_the_fold_in(root):
+    dm = _dm(root)
+    linked = _fit(dm, "meta-foldin", epochs=1, dim=3, reg=2.0, als_iters=2, link="levels").double()
+    plain = _fit(dm, "meta-foldin", epochs=1, dim=3, reg=2.0, als_iters=2).double()
+    plain.load_state_dict({k: v for k, v in linked.state_dict().items() if "rating_link" not in k})
+    link = linked.algorithm.rating_link
+    scores = torch.linspace(0.0, 6.0, 601, dtype=torch.float64)
+    out = link(scores)
+    assert bool((out.diff() > 0).all()) and 0.99 < float(out.min()) and float(out.max()) < 5.01
+    assert float(link(torch.tensor([4.0], dtype=torch.float64))) == pytest.approx(4.0, abs=0.05)
+    batch = _batch(dm, "train", 6)
+    batch = TaskBatch(batch.support.to_dtype(torch.float64), batch.query.to_dtype(torch.float64), batch.key)
+    alg = linked.algorithm.train()
+    linked.zero_grad(), plain.zero_grad()
+    loss = alg.outer_loss(alg.run(linked.network, batch, 0, True), batch, {})
+    loss.backward()
+    assert float(link.cuts.grad.abs().sum()) > 0
+    raw_loss = plain.algorithm.outer_loss(plain.algorithm.train().run(plain.network, batch, 0, True), batch, {})
+    raw_loss.backward()  # the fold-in's gradients are the plain ones: the link learns from its output, not into it
+    for name, p in plain.algorithm.named_parameters():
+        assert torch.allclose(dict(alg.named_parameters())[name].grad, p.grad), name
+
+
+def test_meta_foldin_bad_options_are_one_line(root):
+    dm = _dm(root)
+    with pytest.raises(ConfigError, match=r"prior_fields: meta-foldin: \['zip'\] names a field .*expected some of "):
+        MetaLearner(algorithm="meta-foldin", data_info=dm.info, algorithm_args=dict(prior_fields=["zip"]))
+    with pytest.raises(ConfigError, match=r"history_bias 'shared' or 'own' .*got history=1.0, history_bias='x'"):
+        MetaLearner(algorithm="meta-foldin", data_info=dm.info, algorithm_args=dict(history=1.0, history_bias="x"))
 
 
 def test_all_ratings_section_is_written_into_the_page_and_kept_by_the_paper_render(tmp_path):

@@ -38,27 +38,59 @@ from metarec_pl.data.types import RatingData, Samples, TaskBatch
 from metarec_pl.errors import ConfigError
 
 
-def map_fold_in(z: Tensor, y: Tensor, mask: Tensor, prior_mean: Tensor, precision: Tensor) -> Tensor:
+def map_fold_in(z: Tensor, y: Tensor, mask: Tensor, prior_mean: Tensor, precision: Tensor,
+                extra: Optional[tuple[Tensor, Tensor]] = None) -> Tensor:
     """Per task, the MAP solution θ [B, D] of ``y ≈ z θ`` over the real rows (``mask``) under N(prior_mean,
     diag(precision)⁻¹): (zᵀz + Λ) θ = zᵀy + Λ θ₀.  ``z`` [B, S, D], ``y``/``mask`` [B, S], ``prior_mean`` and
-    ``precision`` [B, D]."""
+    ``precision`` [B, D]; ``extra`` = (Gram [B, D, D], right-hand side [B, D]) of more rows of each task (e.g. the
+    user's training ratings), added to both sides."""
     zm = z * mask[..., None]
     gram = zm.transpose(1, 2) @ zm + torch.diag_embed(precision)
     rhs = (zm.transpose(1, 2) @ (y * mask)[..., None])[..., 0] + precision * prior_mean
+    if extra is not None:
+        gram, rhs = gram + extra[0], rhs + extra[1]
     return torch.linalg.solve(gram, rhs)
+
+
+class RatingLink(nn.Module):
+    """A learned monotone map from the fold-in's score to a prediction on a discrete rating scale: a soft
+    staircase, levels[0] + Σ_k (levels[k+1] − levels[k]) σ((s − c_k) / τ), with cut points c_k (start: the midpoints
+    between levels) and a temperature τ ≥ ``MIN_TEMPERATURE`` (start 0.1) learned on the query's absolute error
+    after adaptation (``link: levels``).  Under absolute error the best point prediction on a discrete scale is a
+    level (the median), which a least-squares score (a mean) is not; the map keeps the order of the scores."""
+
+    MIN_TEMPERATURE = 0.02
+    SLOPE = 1e-3  # a small linear term, so scores beyond the last cut keep their order (rankings)
+
+    def __init__(self, levels: tuple[float, ...]) -> None:
+        super().__init__()
+        lv = torch.tensor(sorted(levels), dtype=torch.float32)
+        self.register_buffer("levels", lv)
+        self.cuts = nn.Parameter((lv[1:] + lv[:-1]) / 2)
+        self.log_temperature = nn.Parameter(torch.tensor(math.log(0.1 - self.MIN_TEMPERATURE)))
+
+    def forward(self, score: Tensor) -> Tensor:
+        """Predictions of ``score`` (any shape), in [levels[0], levels[-1]]."""
+        t = self.MIN_TEMPERATURE + self.log_temperature.exp()
+        steps = torch.sigmoid((score[..., None] - self.cuts) / t)
+        mid = (self.levels[0] + self.levels[-1]) / 2
+        return self.levels[0] + (steps * (self.levels[1:] - self.levels[:-1])).sum(-1) + self.SLOPE * (score - mid)
 
 
 class MetaFoldIn(MetaAlgorithm):
     """See the module docstring.  Options: ``dim`` (factors), ``reg`` (ALS penalty at the start), ``ridge`` /
     ``bias_ridge`` (the prior precision's start for p_u / b_u), ``als_iters``, ``feature_ridge`` (the content map's
     start), ``cold_tasks`` (share of training tasks played as new items), ``user_prior`` (θ₀ depends
-    on the user's features).  Needs ``num_users``/``num_items`` and the squared-error loss."""
+    on the user's features), ``prior_fields`` (which user fields θ₀ reads; ``None``: all), ``history`` (at
+    evaluation, the weight of a user's own training ratings in the fold-in; 0: off), ``link`` (``identity`` or
+    ``levels``, see ``RatingLink``).  Needs ``num_users``/``num_items`` and the squared-error loss."""
 
     supported_losses = ("mse",)
 
     def __init__(self, *args, dim: int = 10, reg: float = 4.0, ridge: float = 4.0, bias_ridge: float = 1.0,
                  als_iters: int = 12, feature_ridge: float = 3.0, cold_tasks: float = 0.0, user_prior: bool = True,
-                 outer: str = "mse", **kwargs) -> None:
+                 outer: str = "mse", prior_fields: Optional[list[str]] = None, history: float = 0.0,
+                 history_bias: str = "shared", link: str = "identity", **kwargs) -> None:
         super().__init__(*args, **kwargs)
         if dim < 1 or min(reg, ridge, bias_ridge, feature_ridge) <= 0 or not 0 <= cold_tasks < 1 or als_iters < 1:
             raise ConfigError(f"model.algorithm_args: meta-foldin: expected dim >= 1, als_iters >= 1, reg, ridge, "
@@ -69,6 +101,13 @@ class MetaFoldIn(MetaAlgorithm):
         if outer not in ("mse", "mae"):
             raise ConfigError(f"model.algorithm_args.outer: meta-foldin: expected 'mse' or 'mae', got {outer!r}")
         self.cold_tasks, self.user_prior, self.outer = cold_tasks, user_prior, outer
+        if history < 0 or link not in ("identity", "levels") or history_bias not in ("shared", "own"):
+            raise ConfigError(f"model.algorithm_args: meta-foldin: expected history >= 0, history_bias 'shared' or "
+                              f"'own' and link 'identity' or 'levels', got history={history}, "
+                              f"history_bias={history_bias!r}, link={link!r}")
+        self.prior_fields, self.history, self.history_bias, self.link = prior_fields, history, history_bias, link
+        self.history_rows: Optional[tuple[Tensor, Tensor, Tensor]] = None  # set by fit_ratings
+        self.item_features: dict[str, Tensor] = {}
         self.start_precision = [math.log(ridge)] * dim + [math.log(bias_ridge)]
 
     def bind(self, model: nn.Module, info: Optional[DataInfo] = None) -> None:
@@ -82,7 +121,12 @@ class MetaFoldIn(MetaAlgorithm):
         nn.init.zeros_(self.item_ids.weight)
         self.features = ItemFeatureMap(schema, width)
         self.intercept = nn.Parameter(torch.zeros(width))
-        self.user_fields = [f for f in schema if f.side == "user" and not f.is_id and f.kind != "dense"]
+        self.user_fields = [f for f in schema if f.side == "user" and not f.is_id and f.kind != "dense"
+                            and (self.prior_fields is None or f.key in self.prior_fields)]
+        if self.prior_fields is not None and len(self.user_fields) != len(self.prior_fields):
+            raise ConfigError(f"model.algorithm_args.prior_fields: meta-foldin: {self.prior_fields} names a field "
+                              f"the data has no categorical or multi-valued user field for; expected some of "
+                              f"{[f.key for f in schema if f.side == 'user' and f.kind != 'dense']}")
         self.user_map = nn.ModuleDict({f.key: nn.Embedding(f.size, width, padding_idx=0 if f.kind == "multi"
                                                            else None) for f in self.user_fields})
         for table in self.user_map.values():
@@ -91,6 +135,11 @@ class MetaFoldIn(MetaAlgorithm):
         self.log_precision = nn.Parameter(torch.tensor(self.start_precision))
         self.cold_shift = nn.Parameter(torch.zeros(width))  # log-precision shift per share of new support items
         self.register_buffer("trained", torch.zeros(self.num_items, dtype=torch.bool))
+        levels = getattr(info, "rating_levels", None) if info is not None else None
+        if self.link == "levels" and not levels:
+            raise ConfigError("meta-foldin: link 'levels' needs the data's rating levels (data_info.rating_levels), "
+                              "got none")
+        self.rating_link = RatingLink(levels) if self.link == "levels" else None
         self.register_buffer("mu", model.rating_offset.detach().clone() if hasattr(model, "rating_offset")
                              else torch.tensor(3.5))
 
@@ -106,6 +155,44 @@ class MetaFoldIn(MetaAlgorithm):
             self.intercept.copy_(intercept.float())
             self.mu.fill_(solution.mu)
             self.trained.copy_(solution.trained)
+        if self.history > 0:  # the training rows by user, for the fold-in of known users at evaluation
+            user = data.user[rows]
+            order = torch.argsort(user, stable=True)
+            offsets = torch.zeros(self.num_users + 1, dtype=torch.long)
+            offsets[1:] = torch.bincount(user, minlength=self.num_users).cumsum(0)
+            self.history_rows = (offsets, data.item[rows][order], data.rating[rows][order].float())
+            self.item_features = data.item_features
+
+    def history_terms(self, users: Tensor) -> Optional[tuple[Tensor, Tensor]]:
+        """(Gram [B, d + 1, d + 1], right-hand side [B, d + 1]) of each task's user's own training ratings, times
+        ``history`` (zero for a user with none): added to the support's in the fold-in at evaluation, so a known
+        user (``item-cold``: known users rate new items) is folded in from all it rated.  ``None`` when off."""
+        if self.history_rows is None or self.history <= 0 or self.training:
+            return None
+        offsets, items, ratings = self.history_rows
+        users = users.cpu()
+        start, counts = offsets[users], offsets[users + 1] - offsets[users]
+        task = torch.repeat_interleave(torch.arange(len(users)), counts)
+        first = torch.repeat_interleave(start - (counts.cumsum(0) - counts), counts)
+        pos = torch.arange(int(counts.sum())) + first
+        item = items[pos]
+        feats = {f.key: self.item_features[f.key][item] for f in self.features.fields}
+        device = self.intercept.device
+        z = self.item_ids(item.to(device)) + self.features({k: v.to(device) for k, v in feats.items()}) + self.intercept
+        x = torch.cat([z[:, :-1], torch.ones_like(z[:, :1])], -1)
+        y = ratings[pos].to(device) - self.mu - z[:, -1]
+        task = task.to(device)
+        width = x.shape[1]
+        gram = torch.zeros(len(users), width, width, dtype=x.dtype, device=device)
+        rhs = torch.zeros(len(users), width, dtype=x.dtype, device=device)
+        gram.index_add_(0, task, x[:, :, None] * x[:, None, :])
+        rhs.index_add_(0, task, x * y[:, None])
+        if self.history_bias == "own":  # profile out a bias of the history's own: it informs p_u only
+            n = gram[:, -1:, -1:].clamp_min(1.0)  # [B, 1, 1] rows per task
+            sx, sy = gram[:, :-1, -1:], rhs[:, -1:]  # Σ x_p [B, d, 1], Σ y [B, 1]
+            gram = torch.nn.functional.pad(gram[:, :-1, :-1] - sx @ sx.transpose(1, 2) / n, (0, 1, 0, 1))
+            rhs = torch.nn.functional.pad(rhs[:, :-1] - sx[..., 0] * sy / n[:, 0], (0, 1))
+        return gram * self.history, rhs * self.history
 
     def items(self, samples: Samples, cold: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(item factors [B, S, d], item biases [B, S], whether each sample's item counts as new [B, S]); the id
@@ -142,9 +229,16 @@ class MetaFoldIn(MetaAlgorithm):
         share = (new * mask).sum(1) / mask.sum(1).clamp_min(1.0)  # [B] share of new items in the support
         precision = (self.log_precision + share[:, None] * self.cold_shift).exp()
         z = torch.cat([qs, torch.ones_like(qs[..., :1])], -1)
-        theta = map_fold_in(z, s.rating.to(qs.dtype) - self.mu - bs, mask, self.prior(q), precision)
+        theta = map_fold_in(z, s.rating.to(qs.dtype) - self.mu - bs, mask, self.prior(q), precision,
+                            self.history_terms(q.user[:, 0]))
         pred_q = self.mu + bq + (qq * theta[:, None, :-1]).sum(-1) + theta[:, -1:]
-        return AdaptResult(query_loss=masked_mse(pred_q, q.rating, q.mask), query_pred=pred_q)
+        loss = masked_mse(pred_q, q.rating, q.mask)
+        if self.rating_link is None:
+            return AdaptResult(query_loss=loss, query_pred=pred_q)
+        linked = self.rating_link(pred_q.detach())  # the link learns from the fold-in's output, not back into it
+        err = (linked - q.rating).abs() * q.mask
+        return AdaptResult(query_loss=loss + err.sum(-1) / q.mask.sum(-1).clamp_min(1.0),
+                           query_pred=self.rating_link(pred_q))
 
     def outer_loss(self, result: AdaptResult, batch: TaskBatch, params: dict[str, Tensor]) -> Tensor:
         """The mean over tasks of the query loss after adaptation: squared error (``outer: mse``) or absolute
