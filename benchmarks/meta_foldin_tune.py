@@ -57,10 +57,7 @@ def grid_values(module, dm, grid: dict[str, list]) -> list[dict]:
     rows = []
     for values in itertools.product(*grid.values()):
         for attr, v in zip(grid, values):
-            if attr == "link_off" and hasattr(module.algorithm, "_link"):
-                module.algorithm.rating_link = None if v else module.algorithm._link
-            else:
-                setattr(module.algorithm, attr, v)
+            setattr(module.algorithm, attr, v)
         rows.append({**dict(zip(grid, values)), **validate_all(module, dm)})
         print(json.dumps(rows[-1]), flush=True)
     return rows
@@ -89,7 +86,6 @@ def main(argv=None) -> None:
                         **data_config(args.method, 0.2, "newest", variant="all-ratings"))
     L.seed_everything(args.seed, verbose=False)
     module = build_module(args.method, dm, args.lr, "all-ratings")
-    module.algorithm._link = getattr(module.algorithm, "rating_link", None)
     curves, keep = Curves(), KeepEpoch(args.keep)
     start = time.perf_counter()
     trainer(args.epochs or spec["epochs"], [curves, keep]).fit(module, dm)

@@ -20,6 +20,12 @@ Start (``fit_ratings``, before the first epoch): biased MF by ALS over every tra
 sweeps, ``dim`` factors, penalty ``reg``; ``metarec_pl.algorithms.als``) gives the items' vectors, the ridge map
 of their features (``feature_ridge``) the content path, λ starts at ``ridge`` (``bias_ridge`` for b_u) and θ₀
 at zero: so before meta-training this *is* ``mf-foldin`` with ``fit: als``, and meta-training moves from there.
+
+Known users (``history`` > 0, evaluation only): a task whose user has training ratings (``item-cold``: users
+from training rate new items) is folded in from those ratings too, weighted by ``history``, as more rows of the
+same least-squares problem (``history_bias: own``: with a bias of their own, so b_u comes from the support and the
+prior alone; a user's mean rating of new releases differs from that of the old items).  Never in training: there
+a user's training ratings hold the task's query.
 """
 
 from __future__ import annotations
@@ -52,45 +58,20 @@ def map_fold_in(z: Tensor, y: Tensor, mask: Tensor, prior_mean: Tensor, precisio
     return torch.linalg.solve(gram, rhs)
 
 
-class RatingLink(nn.Module):
-    """A learned monotone map from the fold-in's score to a prediction on a discrete rating scale: a soft
-    staircase, levels[0] + Σ_k (levels[k+1] − levels[k]) σ((s − c_k) / τ), with cut points c_k (start: the midpoints
-    between levels) and a temperature τ ≥ ``MIN_TEMPERATURE`` (start 0.1) learned on the query's absolute error
-    after adaptation (``link: levels``).  Under absolute error the best point prediction on a discrete scale is a
-    level (the median), which a least-squares score (a mean) is not; the map keeps the order of the scores."""
-
-    MIN_TEMPERATURE = 0.02
-    SLOPE = 1e-3  # a small linear term, so scores beyond the last cut keep their order (rankings)
-
-    def __init__(self, levels: tuple[float, ...]) -> None:
-        super().__init__()
-        lv = torch.tensor(sorted(levels), dtype=torch.float32)
-        self.register_buffer("levels", lv)
-        self.cuts = nn.Parameter((lv[1:] + lv[:-1]) / 2)
-        self.log_temperature = nn.Parameter(torch.tensor(math.log(0.1 - self.MIN_TEMPERATURE)))
-
-    def forward(self, score: Tensor) -> Tensor:
-        """Predictions of ``score`` (any shape), in [levels[0], levels[-1]]."""
-        t = self.MIN_TEMPERATURE + self.log_temperature.exp()
-        steps = torch.sigmoid((score[..., None] - self.cuts) / t)
-        mid = (self.levels[0] + self.levels[-1]) / 2
-        return self.levels[0] + (steps * (self.levels[1:] - self.levels[:-1])).sum(-1) + self.SLOPE * (score - mid)
-
-
 class MetaFoldIn(MetaAlgorithm):
     """See the module docstring.  Options: ``dim`` (factors), ``reg`` (ALS penalty at the start), ``ridge`` /
     ``bias_ridge`` (the prior precision's start for p_u / b_u), ``als_iters``, ``feature_ridge`` (the content map's
     start), ``cold_tasks`` (share of training tasks played as new items), ``user_prior`` (θ₀ depends
-    on the user's features), ``prior_fields`` (which user fields θ₀ reads; ``None``: all), ``history`` (at
-    evaluation, the weight of a user's own training ratings in the fold-in; 0: off), ``link`` (``identity`` or
-    ``levels``, see ``RatingLink``).  Needs ``num_users``/``num_items`` and the squared-error loss."""
+    on the user's features), ``history`` (at evaluation, the weight of a known user's own training ratings in
+    the fold-in, ``history_terms``; 0: off) with ``history_bias`` (``shared``: those ratings fit b_u too; ``own``:
+    they get a bias of their own and inform p_u only).  Needs ``num_users``/``num_items`` and the squared-error
+    loss."""
 
     supported_losses = ("mse",)
 
     def __init__(self, *args, dim: int = 10, reg: float = 4.0, ridge: float = 4.0, bias_ridge: float = 1.0,
                  als_iters: int = 12, feature_ridge: float = 3.0, cold_tasks: float = 0.0, user_prior: bool = True,
-                 outer: str = "mse", prior_fields: Optional[list[str]] = None, history: float = 0.0,
-                 history_bias: str = "shared", link: str = "identity", **kwargs) -> None:
+                 outer: str = "mse", history: float = 0.0, history_bias: str = "shared", **kwargs) -> None:
         super().__init__(*args, **kwargs)
         if dim < 1 or min(reg, ridge, bias_ridge, feature_ridge) <= 0 or not 0 <= cold_tasks < 1 or als_iters < 1:
             raise ConfigError(f"model.algorithm_args: meta-foldin: expected dim >= 1, als_iters >= 1, reg, ridge, "
@@ -101,11 +82,10 @@ class MetaFoldIn(MetaAlgorithm):
         if outer not in ("mse", "mae"):
             raise ConfigError(f"model.algorithm_args.outer: meta-foldin: expected 'mse' or 'mae', got {outer!r}")
         self.cold_tasks, self.user_prior, self.outer = cold_tasks, user_prior, outer
-        if history < 0 or link not in ("identity", "levels") or history_bias not in ("shared", "own"):
-            raise ConfigError(f"model.algorithm_args: meta-foldin: expected history >= 0, history_bias 'shared' or "
-                              f"'own' and link 'identity' or 'levels', got history={history}, "
-                              f"history_bias={history_bias!r}, link={link!r}")
-        self.prior_fields, self.history, self.history_bias, self.link = prior_fields, history, history_bias, link
+        if history < 0 or history_bias not in ("shared", "own"):
+            raise ConfigError(f"model.algorithm_args: meta-foldin: expected history >= 0 and history_bias 'shared' "
+                              f"or 'own', got history={history}, history_bias={history_bias!r}")
+        self.history, self.history_bias = history, history_bias
         self.history_rows: Optional[tuple[Tensor, Tensor, Tensor]] = None  # set by fit_ratings
         self.item_features: dict[str, Tensor] = {}
         self.start_precision = [math.log(ridge)] * dim + [math.log(bias_ridge)]
@@ -121,12 +101,7 @@ class MetaFoldIn(MetaAlgorithm):
         nn.init.zeros_(self.item_ids.weight)
         self.features = ItemFeatureMap(schema, width)
         self.intercept = nn.Parameter(torch.zeros(width))
-        self.user_fields = [f for f in schema if f.side == "user" and not f.is_id and f.kind != "dense"
-                            and (self.prior_fields is None or f.key in self.prior_fields)]
-        if self.prior_fields is not None and len(self.user_fields) != len(self.prior_fields):
-            raise ConfigError(f"model.algorithm_args.prior_fields: meta-foldin: {self.prior_fields} names a field "
-                              f"the data has no categorical or multi-valued user field for; expected some of "
-                              f"{[f.key for f in schema if f.side == 'user' and f.kind != 'dense']}")
+        self.user_fields = [f for f in schema if f.side == "user" and not f.is_id and f.kind != "dense"]
         self.user_map = nn.ModuleDict({f.key: nn.Embedding(f.size, width, padding_idx=0 if f.kind == "multi"
                                                            else None) for f in self.user_fields})
         for table in self.user_map.values():
@@ -135,11 +110,6 @@ class MetaFoldIn(MetaAlgorithm):
         self.log_precision = nn.Parameter(torch.tensor(self.start_precision))
         self.cold_shift = nn.Parameter(torch.zeros(width))  # log-precision shift per share of new support items
         self.register_buffer("trained", torch.zeros(self.num_items, dtype=torch.bool))
-        levels = getattr(info, "rating_levels", None) if info is not None else None
-        if self.link == "levels" and not levels:
-            raise ConfigError("meta-foldin: link 'levels' needs the data's rating levels (data_info.rating_levels), "
-                              "got none")
-        self.rating_link = RatingLink(levels) if self.link == "levels" else None
         self.register_buffer("mu", model.rating_offset.detach().clone() if hasattr(model, "rating_offset")
                              else torch.tensor(3.5))
 
@@ -232,13 +202,7 @@ class MetaFoldIn(MetaAlgorithm):
         theta = map_fold_in(z, s.rating.to(qs.dtype) - self.mu - bs, mask, self.prior(q), precision,
                             self.history_terms(q.user[:, 0]))
         pred_q = self.mu + bq + (qq * theta[:, None, :-1]).sum(-1) + theta[:, -1:]
-        loss = masked_mse(pred_q, q.rating, q.mask)
-        if self.rating_link is None:
-            return AdaptResult(query_loss=loss, query_pred=pred_q)
-        linked = self.rating_link(pred_q.detach())  # the link learns from the fold-in's output, not back into it
-        err = (linked - q.rating).abs() * q.mask
-        return AdaptResult(query_loss=loss + err.sum(-1) / q.mask.sum(-1).clamp_min(1.0),
-                           query_pred=self.rating_link(pred_q))
+        return AdaptResult(query_loss=masked_mse(pred_q, q.rating, q.mask), query_pred=pred_q)
 
     def outer_loss(self, result: AdaptResult, batch: TaskBatch, params: dict[str, Tensor]) -> Tensor:
         """The mean over tasks of the query loss after adaptation: squared error (``outer: mse``) or absolute
