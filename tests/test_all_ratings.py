@@ -275,6 +275,24 @@ def test_meta_foldin_history_folds_in_a_known_users_training_ratings_with_the_su
                        off.run(module.network, batch, 0, False).query_pred)
 
 
+def test_meta_foldin_loaded_from_its_weights_to_test_gets_the_history_from_the_data(root):
+    dm = _dm(root)
+    options = dict(dim=3, reg=2.0, als_iters=2, history=1.0, history_bias="own")
+    fitted = _fit(dm, "meta-foldin", epochs=1, **options)
+    loaded = MetaLearner(algorithm="meta-foldin", data_info=dm.info, algorithm_args=options)
+    loaded.load_state_dict(fitted.state_dict())
+    assert loaded.algorithm.history_rows is None  # the weights do not hold the training ratings
+    tester = lambda: L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False,  # noqa: E731
+                               enable_model_summary=False, inference_mode=False)
+    got, want = tester().test(loaded, dm, verbose=False)[0], tester().test(fitted, dm, verbose=False)[0]
+    assert got["test/item-cold/mae"] == pytest.approx(want["test/item-cold/mae"], abs=1e-6)
+    without = MetaLearner(algorithm="meta-foldin", data_info=dm.info, algorithm_args={**options, "history": 0.0})
+    without.load_state_dict(fitted.state_dict())
+    plain = tester().test(without, dm, verbose=False)[0]
+    assert abs(plain["test/item-cold/mae"] - want["test/item-cold/mae"]) > 1e-4  # the history made a difference
+    assert plain["test/user-cold/mae"] == pytest.approx(want["test/user-cold/mae"], abs=1e-6)  # new users: none
+
+
 def test_meta_foldin_bad_options_are_one_line(root):
     dm = _dm(root)
     with pytest.raises(ConfigError, match=r"history_bias 'shared' or 'own', got history=1.0, history_bias='x'$"):

@@ -125,7 +125,11 @@ class MetaFoldIn(MetaAlgorithm):
             self.intercept.copy_(intercept.float())
             self.mu.fill_(solution.mu)
             self.trained.copy_(solution.trained)
-        if self.history > 0:  # the training rows by user, for the fold-in of known users at evaluation
+
+    def remember_ratings(self, data: RatingData, rows: Tensor) -> None:
+        """Keep the training rows (``rows`` of ``data``) by user, for ``history`` (``MetaLearner`` calls this
+        before every stage, so a model loaded from a checkpoint to test has them too; the weights do not)."""
+        if self.history > 0:
             user = data.user[rows]
             order = torch.argsort(user, stable=True)
             offsets = torch.zeros(self.num_users + 1, dtype=torch.long)
@@ -148,7 +152,8 @@ class MetaFoldIn(MetaAlgorithm):
         item = items[pos]
         feats = {f.key: self.item_features[f.key][item] for f in self.features.fields}
         device = self.intercept.device
-        z = self.item_ids(item.to(device)) + self.features({k: v.to(device) for k, v in feats.items()}) + self.intercept
+        feats = {k: v.to(device) for k, v in feats.items()}
+        z = self.item_ids(item.to(device)) + self.features(feats) + self.intercept
         x = torch.cat([z[:, :-1], torch.ones_like(z[:, :1])], -1)
         y = ratings[pos].to(device) - self.mu - z[:, -1]
         task = task.to(device)
