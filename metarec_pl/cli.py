@@ -331,18 +331,25 @@ def print_plugins(out=sys.stdout) -> None:
     plugins.print_table(out)
 
 
+def build_cli(args: Any = None, run: bool = True, guard: Optional[OutputGuard] = None) -> MetaRecCLI:
+    """The ``metarec`` LightningCLI: ``args`` a command line (``None``: ``sys.argv``) or, with ``run=False``, a
+    config dict without subcommand (what ``metarec_pl.harness`` builds a benchmark row from: the same parser, links
+    and checks as ``metarec fit``).  User errors raise (``USER_ERRORS``); ``main`` turns them into one line."""
+    return MetaRecCLI(MetaLearner, MetaDataModule, args=args, run=run, auto_configure_optimizers=False,
+                      parser_class=MetaRecArgumentParser, guard=guard,
+                      trainer_defaults={"inference_mode": False, "callbacks": [TaskThroughput()],
+                                        # the task batch sampler splits batches across ranks itself (DDP)
+                                        "use_distributed_sampler": False},
+                      save_config_callback=LoggedConfig, save_config_kwargs={"overwrite": True})
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if answered_plugins(args):
         return
     guard = OutputGuard()
     try:
-        MetaRecCLI(MetaLearner, MetaDataModule, args=None if argv is None else args, auto_configure_optimizers=False,
-                   parser_class=MetaRecArgumentParser, guard=guard,
-                   trainer_defaults={"inference_mode": False, "callbacks": [TaskThroughput()],
-                                     # the task batch sampler splits batches across ranks itself (DDP)
-                                     "use_distributed_sampler": False},
-                   save_config_callback=LoggedConfig, save_config_kwargs={"overwrite": True})
+        build_cli(None if argv is None else args, guard=guard)
     except USER_ERRORS as exc:
         guard.remove_created()
         prefix = "lightning: " if isinstance(exc, MisconfigurationException) else ""

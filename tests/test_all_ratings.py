@@ -3,7 +3,6 @@ afresh every epoch, baselines fitted on every training rating, and the meta-lear
 All on tiny generated MeLU-like files (user 7 has 110 warm ratings, user 8 only 8)."""
 
 import json
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,7 +12,9 @@ import pytest
 import torch
 
 from _cli_helpers import run
+from _scripts import load_script
 from _datasets_fixtures import write_melu
+from metarec_pl import harness
 from metarec_pl.algorithms.als import _solve_side, als
 from metarec_pl.bilevel import MetaLearner
 from metarec_pl.data.base import UserTaskSampler
@@ -21,8 +22,7 @@ from metarec_pl.data.melu_release import MeLUMovieLens1M
 from metarec_pl.data.module import MetaDataModule
 from metarec_pl.data.types import DataError, TaskBatch, TaskCollator
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import melu_table  # noqa: E402
+melu_table = load_script("melu_table")
 
 WARM = {"warm": ["warm_state.rebuilt.json", "warm_state_y.json"]}
 SAMPLER = dict(query_size=10, min_support=3, chunk_rows=40)
@@ -114,7 +114,7 @@ def _fit(dm, algorithm, epochs=1, **args):
     L.seed_everything(0, verbose=False)
     module = MetaLearner(algorithm=algorithm, data_info=dm.info, algorithm_args=args,
                          optimizer=lambda p: torch.optim.Adam(p, lr=1e-2))
-    melu_table.trainer(epochs).fit(module, dm)
+    harness.trainer(epochs).fit(module, dm)
     return module
 
 

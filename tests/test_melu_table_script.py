@@ -1,68 +1,138 @@
-"""benchmarks/melu_table.py keeps the epoch with the lowest validation MAE (never a test user's), and the weights
-of a given epoch (the model for new items)."""
+"""The benchmark tables: each row is a ``metarec fit`` config (configs/benchmarks/<table>/<row>.yaml, listed in that
+folder's table.yaml); ``metarec_pl.harness`` builds a row through the ``metarec`` parser, keeps the epoch with the
+lowest validation MAE (never a test user's) and the weights of a given epoch (the model for new items);
+benchmarks/melu_table.py renders the page."""
 
-import sys
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
 
+from _cli_helpers import run
 from _datasets_fixtures import write_melu
-from metarec_pl.bilevel import MetaLearner
-from metarec_pl.data.module import MetaDataModule
+from _scripts import load_script
+from metarec_pl import harness, plugins
+from metarec_pl.errors import ConfigError
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import melu_table  # noqa: E402
+melu_table = load_script("melu_table")
+melu_tune = load_script("melu_tune")
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "benchmarks"
+TABLES = sorted(p.parent.name for p in CONFIGS.glob("*/table.yaml"))
+ROWS = [(t, name) for t in TABLES for name in harness.load_table(CONFIGS / t).rows]
+# the fixture is small: 8 tasks per batch, no candidate pool (it has too few unrated items), a stand-in text encoder
+SMALL = {"data": {"tasks_per_batch": 8, "candidates": None}}
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return str(write_melu(tmp_path_factory.mktemp("melu"), warm_name="warm_state.reconstructed.json"))
+
+
+def small(config: dict, **more) -> dict:
+    """``SMALL``, plus the hashing encoder for a row whose data set is ``text``."""
+    text = {"data": {"dataset_args": {"encoder": "hashing"}}} if config["data"]["dataset"] == "text" else {}
+    return harness.merged(harness.merged(SMALL, text), more)
+
+
+def test_the_tables_are_the_variants_melu_table_runs():
+    assert set(TABLES) == {p.name for p in melu_table.VARIANTS.values()}
+    assert len(ROWS) > 20  # the parser below is not fed an empty list
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_each_table_lists_every_config_of_its_folder(table):
+    rows = harness.load_table(CONFIGS / table).rows
+    assert set(rows) == {p.stem for p in (CONFIGS / table).glob("*.yaml")} - {"table"}
+    for row in rows.values():
+        assert row.cold_epoch is None or 1 <= row.cold_epoch <= harness.max_epochs(harness.load_config(row.config_path))
+
+
+@pytest.mark.parametrize("table,name", ROWS)
+def test_every_row_builds_through_the_metarec_parser(table, name, root, tmp_path, monkeypatch):
+    monkeypatch.setenv("METAREC_PL_TEXT_CACHE", str(tmp_path / "cache"))
+    config = harness.load_table(CONFIGS / table).config(name)
+    if config["model"]["algorithm"] not in {r.name for r in plugins.registrations() if r.kind == "algorithm"}:
+        pytest.skip(f"algorithm {config['model']['algorithm']} is not installed")
+    module, dm, used = harness.build(config, root, seed=3, overrides=small(config))
+    assert used["seed_everything"] == 3 and used["data"]["seed"] == 3 and used["data"]["root"] == root
+    for key, value in config["model"].items():
+        if key != "optimizer":
+            assert module.hparams[key] == value, key
+    assert dm.hparams["dataset"] == config["data"]["dataset"] and dm.hparams["tasks_per_batch"] == 8
+    assert module.data_info == dm.info  # the CLI's link data.info -> model.data_info
+
+
+def test_a_missing_row_or_config_is_one_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"no row 'nope'; expected one of: popularity, bias"):
+        harness.load_table(CONFIGS / "melu").config("nope")
+    (tmp_path / "table.yaml").write_text("rows:\n  ghost: {}\n")
+    with pytest.raises(ConfigError, match=r"row 'ghost' has no config .*ghost.yaml"):
+        harness.load_table(tmp_path)
+
+
+def test_metarec_fit_on_a_row_config_trains_exactly_what_the_harness_trains(root, tmp_path):
+    """The table's training of a row is ``metarec fit --config <row>.yaml``: the best checkpoint the CLI writes
+    holds the same weights, bit for bit, as the harness's best epoch."""
+    path = CONFIGS / "melu" / "maml.yaml"
+    out = run(["fit", "--config", str(path), "--data.root", root, "--data.tasks_per_batch", "8",
+               "--data.candidates", "null", "--trainer.max_epochs", "3", "--trainer.logger", "false",
+               "--trainer.enable_progress_bar", "false"], cwd=tmp_path)
+    assert out.code == 0, out.err[-3000:]
+    written = torch.load(tmp_path / "runs/benchmarks/melu/maml/checkpoints/best.ckpt", map_location="cpu",
+                         weights_only=False)
+    module, dm, config = harness.build(harness.load_config(path), root, seed=0, overrides=SMALL)
+    epoch, score, _ = harness.fit_best(module, dm, 3)
+    assert written["epoch"] + 1 == epoch
+    state = module.state_dict()
+    assert written["state_dict"].keys() == state.keys()
+    assert all(torch.equal(written["state_dict"][k], v) for k, v in state.items())
 
 
 def _fit(root: str, best: bool, epochs: int = 4):
-    dm = MetaDataModule(root=root, seed=0, candidates=None, **{**melu_table.DATA, "tasks_per_batch": 8})
-    L.seed_everything(0, verbose=False)
-    module = MetaLearner(algorithm="maml", data_info=dm.info, optimizer=lambda p: torch.optim.Adam(p, lr=3e-3),
-                         **{**melu_table.COMMON, **melu_table.METHODS["maml"]["model"]})
+    lr = {"model": {"optimizer": {"init_args": {"lr": 3e-3}}}}
+    module, dm, _ = harness.build(harness.load_config(CONFIGS / "melu" / "maml.yaml"), root, 0,
+                                  harness.merged(SMALL, lr))
     if best:
-        return module, dm, melu_table.fit_best(module, dm, epochs=epochs, keep_epoch=2)
+        return module, dm, harness.fit_best(module, dm, epochs=epochs, keep_epoch=2)
     # validating after every epoch as fit_best does (evaluation draws random numbers too)
-    L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-              enable_model_summary=False, gradient_clip_val=1.0, num_sanity_val_steps=0,
-              inference_mode=False).fit(module, dm)
+    harness.trainer(epochs, [L.Callback()]).fit(module, dm)
     return module, dm, None
 
 
-def test_fit_best_loads_the_best_validation_epoch(tmp_path):
-    root = str(write_melu(tmp_path / "melu", warm_name="warm_state.reconstructed.json"))
+def test_fit_best_loads_the_best_validation_epoch(root):
     module, dm, (epoch, score, second) = _fit(root, best=True)
     assert 1 <= epoch <= 4
-    assert melu_table.validate(module, dm) == pytest.approx(score, abs=1e-6)  # the loaded weights are that epoch's
+    assert harness.validate(module, dm) == pytest.approx(score, abs=1e-6)  # the loaded weights are that epoch's
     last, dm_last, _ = _fit(root, best=False)  # the same run without selection ends at epoch 4
-    assert score <= melu_table.validate(last, dm_last) + 1e-6
+    assert score <= harness.validate(last, dm_last) + 1e-6
     two, _, _ = _fit(root, best=False, epochs=2)  # keep_epoch=2: the weights as they were after epoch 2
     assert second.keys() == two.state_dict().keys()
     assert all(torch.equal(second[k], v) for k, v in two.state_dict().items())
 
 
-def test_text_rows_are_their_method_plus_projected_item_text(tmp_path, monkeypatch):
+def test_text_rows_are_their_method_plus_projected_item_text(root, tmp_path, monkeypatch):
     """A '+text' row: the same algorithm and settings, the data set wrapped with item text (here the hashing
-    stand-in for MiniLM), the text vector projected; ``val_items`` reaches the wrapped protocol."""
-    monkeypatch.setattr(melu_table, "TEXT_ENCODER", "hashing")
+    stand-in for MiniLM), the text vector projected; melu_tune's ``val_items`` reaches the wrapped protocol."""
     monkeypatch.setenv("METAREC_PL_TEXT_CACHE", str(tmp_path / "cache"))
-    root = str(write_melu(tmp_path / "melu", warm_name="warm_state.reconstructed.json"))
-    plain, text = melu_table.METHODS["maml"], melu_table.METHODS["maml+text"]
-    assert text["algorithm"] == "maml" and text.get("text") and not plain.get("text")
-    assert {k: v for k, v in text["model"].items() if k != "network_args"} == plain["model"]
-    config = melu_table.data_config("maml+text", val_items=0.2, val_items_by="newest")
-    assert config["dataset"] == "text"
-    assert {k: config["dataset_args"]["base_args"][k] for k in ("val_items", "val_items_by")} == \
-        {"val_items": 0.2, "val_items_by": "newest"}
-    assert melu_table.data_config("maml") == melu_table.DATA  # plain rows: the table's data, untouched
-    config["dataset_args"]["base_args"]["min_ratings"] = 5  # the fixture's users have 14-25 ratings, and rate
-    config["sampler_args"] = dict(query_size=2, min_support=1)  # only a few of its 30 warm items
-    dm = MetaDataModule(root=root, seed=0, candidates=None, **config)
+    table = harness.load_table(CONFIGS / "melu")
+    plain, text = table.config("maml"), table.config("maml+text")
+    assert not table.rows["maml+text"].by_default and table.rows["maml"].by_default
+    assert text["model"]["network_args"] == {**plain["model"]["network_args"], "project_dense": True}
+    assert {k: v for k, v in text["model"].items() if k != "network_args"} == \
+        {k: v for k, v in plain["model"].items() if k != "network_args"}
+    assert text["data"]["dataset"] == "text" and text["data"]["dataset_args"]["base_args"] == \
+        plain["data"]["dataset_args"] and text["data"]["dataset_args"]["base"] == plain["data"]["dataset"]
+    held_out = melu_tune.held_out_items(text)
+    assert held_out["data"]["dataset_args"]["base_args"] == {"val_items": 0.2, "val_items_by": "newest"}
+    assert melu_tune.held_out_items(plain)["data"]["dataset_args"] == {"val_items": 0.2, "val_items_by": "newest"}
+    # the fixture's users have 14-25 ratings and rate only a few of its 30 warm items
+    fixture = {"data": {"dataset_args": {"base_args": {"min_ratings": 5}},
+                        "sampler_args": {"query_size": 2, "min_support": 1}}}
+    module, dm, _ = harness.build(text, root, 0, harness.merged(held_out, small(text, **fixture)))
     assert "item-cold" in dm.stage_tasks("val")  # the held-out items' validation scenario
     dense = [f for f in dm.schema if f.kind == "dense"]
     assert [(f.name, f.side) for f in dense] == [("text", "item")]
-    module = melu_table.build_module("maml+text", dm, lr=1e-3)
     assert len(module.network.encoder.projections) == 1  # the text field enters through a learned map
 
 
@@ -72,20 +142,20 @@ def test_targets_compare_the_best_meta_learner_with_the_better_baseline_seed_by_
                     {f"test/{sc}/ndcg@3": 0.9 for sc in melu_table.SCENARIOS})
                for m, v in maes.items() for s in (0, 1)]
     # means: maml 0.72, metasgd 0.71 (the best), bias 0.715 (the better baseline; mf-foldin 0.75)
-    gap = melu_table.paired_gap(results, "metasgd", "bias", "test/warm/mae")
+    gap = harness.paired_gap(results, "metasgd", "bias", "test/warm/mae")
     assert gap == "-0.0050 ± 0.0071 vs bias (lower on 1/2 seeds)"  # per seed -0.01, 0.00
     row = next(line for line in melu_table.targets(results, list(maes)).splitlines() if line.startswith("| warm"))
     assert "| metasgd | 0.7100 |" in row and "| yes |" in row and "vs bias (lower on 1/2 seeds)" in row
-    assert melu_table.paired_gap(results, "maml", "tanp", "test/warm/mae") == "–"  # no common seeds
+    assert harness.paired_gap(results, "maml", "tanp", "test/warm/mae") == "–"  # no common seeds
 
 
-def test_the_page_puts_the_note_under_the_header_and_the_history_last():
+def test_the_page_puts_the_note_under_the_header_and_links_the_history_page():
     results = [dict(method=m, seed=0, epochs=1, train_s=1.0, test_s=1.0, val_mae=0.7, chosen={},
                     test={f"test/{sc}/{k}": 0.7 for sc in melu_table.SCENARIOS for k in ("mae", "ndcg@3")})
                for m in ("bias", "maml")]
     meta = dict(command="python benchmarks/melu_table.py", when="today", machine="cpu", load="0", threads=1, jobs=1,
-                note="NOTE-TEXT", history="HISTORY-TEXT")
+                note="NOTE-TEXT")
     page = melu_table.render(results, meta)
     assert page.index("NOTE-TEXT") < page.index("## warm") < page.index("## More results") < page.index(
-        "## History of this table") < page.index("HISTORY-TEXT")
-    assert "## History" not in melu_table.render(results, {**meta, "history": ""})
+        "[history.md](history.md)")
+    assert "## History" not in page

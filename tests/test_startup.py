@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from _scripts import load_script
 from metarec_pl import entry
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import startup  # noqa: E402
+startup = load_script("startup")
 
 HEAVY = ("torch", "lightning", "pytorch_lightning", "lightning_fabric", "wandb", "datasets", "transformers",
          "sentence_transformers", "numpy", "pandas", "pyarrow")
