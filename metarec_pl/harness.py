@@ -58,10 +58,15 @@ class Row:
 
 @dataclass
 class Table:
-    """A folder of row configs and its ``table.yaml`` (``load_table``)."""
+    """A folder of row configs and its ``table.yaml`` (``load_table``): the rows; the validation metric that picks
+    each row's epoch (``monitor``, ``mode``: min or max); named ``scenarios``, each overrides merged into every
+    row's config (empty: the rows as they are)."""
 
     folder: Path
     rows: dict[str, Row]
+    monitor: str = "val/mae"
+    mode: str = "min"
+    scenarios: dict[str, dict] = field(default_factory=dict)
 
     def config(self, name: str) -> dict:
         """Row ``name``'s ``metarec fit`` config as a dict (``ConfigError`` for a row the table does not have)."""
@@ -94,8 +99,13 @@ def load_table(folder: Path | str) -> Table:
         if not path.is_file():
             raise ConfigError(f"{folder / 'table.yaml'}: row {name!r} has no config {path}; expected one "
                               f"`metarec fit` config per row")
-        rows[name] = Row(name=name, config_path=path, **(settings or {}))
-    return Table(folder=folder, rows=rows)
+        try:
+            rows[name] = Row(name=name, config_path=path, **(settings or {}))
+        except TypeError as exc:
+            raise ConfigError(f"{folder / 'table.yaml'}: row {name!r}: {exc}; expected the keys cold_epoch, select, "
+                              f"by_default") from exc
+    return Table(folder=folder, rows=rows, monitor=spec.get("monitor", "val/mae"), mode=spec.get("mode", "min"),
+                 scenarios={k: v or {} for k, v in (spec.get("scenarios") or {}).items()})
 
 
 def merged(config: dict, overrides: dict) -> dict:

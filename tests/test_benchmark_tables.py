@@ -3,6 +3,7 @@ folder's table.yaml); ``metarec_pl.harness`` builds a row through the ``metarec`
 lowest validation MAE (never a test user's) and the weights of a given epoch (the model for new items);
 benchmarks/melu_table.py renders the page."""
 
+import random
 from pathlib import Path
 
 import lightning as L
@@ -17,6 +18,7 @@ from metarec_pl.errors import ConfigError
 
 melu_table = load_script("melu_table")
 melu_tune = load_script("melu_tune")
+implicit_table = load_script("implicit_table")
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "benchmarks"
 TABLES = sorted(p.parent.name for p in CONFIGS.glob("*/table.yaml"))
 ROWS = [(t, name) for t in TABLES for name in harness.load_table(CONFIGS / t).rows]
@@ -29,15 +31,48 @@ def root(tmp_path_factory):
     return str(write_melu(tmp_path_factory.mktemp("melu"), warm_name="warm_state.reconstructed.json"))
 
 
+def write_clicks(folder: Path, users: int = 60, items: int = 80) -> Path:
+    """What ``implicit_table.clicks`` writes, tiny: ``clicks.csv`` (user,item; 12-19 clicks per user, popular items
+    first) and ``movies.csv`` (item,genres)."""
+    rng = random.Random(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [(u, i) for u in range(1, users + 1)
+            for i in sorted(rng.sample(range(1, items + 1), 12 + u % 8), key=lambda i: (i > 40, i))]
+    (folder / "clicks.csv").write_text("user,item\n" + "".join(f"{u},{i}\n" for u, i in rows))
+    genres = ("Drama", "Comedy|Drama", "Action", "Comedy")
+    (folder / "movies.csv").write_text("item,genres\n" + "".join(f"{i},{genres[i % 4]}\n" for i in range(1, items + 1)))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def roots(root, tmp_path_factory):
+    """The tiny data each table's rows read."""
+    return {"melu": root, "melu-all-ratings": root, "implicit": str(write_clicks(tmp_path_factory.mktemp("clicks")))}
+
+
 def small(config: dict, **more) -> dict:
     """``SMALL``, plus the hashing encoder for a row whose data set is ``text``."""
     text = {"data": {"dataset_args": {"encoder": "hashing"}}} if config["data"]["dataset"] == "text" else {}
     return harness.merged(harness.merged(SMALL, text), more)
 
 
-def test_the_tables_are_the_variants_melu_table_runs():
-    assert set(TABLES) == {p.name for p in melu_table.VARIANTS.values()}
-    assert len(ROWS) > 20  # the parser below is not fed an empty list
+def test_the_tables_are_those_the_scripts_run():
+    assert set(TABLES) == {p.name for p in melu_table.VARIANTS.values()} | {implicit_table.TABLE.folder.name}
+    assert len(ROWS) > 30  # the parser below is not fed an empty list
+
+
+def test_a_scenario_of_the_implicit_table_is_merged_into_every_row(roots):
+    """The item-cold scenario changes only the protocol of a row's data; the row builds with it."""
+    config = implicit_table.TABLE.config("maml+bce")
+    scenario = implicit_table.TABLE.scenarios["item-cold"]
+    assert implicit_table.TABLE.monitor == "val/full/recall@20" and implicit_table.TABLE.mode == "max"
+    merged = harness.merged(config, scenario)
+    changed = {k for k in merged["data"]["dataset_args"] if merged["data"]["dataset_args"][k] !=
+               config["data"]["dataset_args"].get(k)}
+    assert changed == {"protocol", "by", "test_fraction", "val_fraction"} and merged["model"] == config["model"]
+    few = {"data": {"sampler_args": {"query_size": 2, "min_support": 1}}}  # the fixture's users have few new items
+    _, dm, _ = harness.build(config, roots["implicit"], seed=0, overrides=harness.merged(scenario, small(config, **few)))
+    assert set(dm.stage_tasks("test")) == {"item-cold"} and dm.info.feedback == "implicit"
 
 
 @pytest.mark.parametrize("table", TABLES)
@@ -49,11 +84,12 @@ def test_each_table_lists_every_config_of_its_folder(table):
 
 
 @pytest.mark.parametrize("table,name", ROWS)
-def test_every_row_builds_through_the_metarec_parser(table, name, root, tmp_path, monkeypatch):
+def test_every_row_builds_through_the_metarec_parser(table, name, roots, tmp_path, monkeypatch):
     monkeypatch.setenv("METAREC_PL_TEXT_CACHE", str(tmp_path / "cache"))
     config = harness.load_table(CONFIGS / table).config(name)
     if config["model"]["algorithm"] not in {r.name for r in plugins.registrations() if r.kind == "algorithm"}:
         pytest.skip(f"algorithm {config['model']['algorithm']} is not installed")
+    root = roots[table]
     module, dm, used = harness.build(config, root, seed=3, overrides=small(config))
     assert used["seed_everything"] == 3 and used["data"]["seed"] == 3 and used["data"]["root"] == root
     for key, value in config["model"].items():
