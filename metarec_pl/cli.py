@@ -13,6 +13,7 @@ On top of LightningCLI:
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import shutil
@@ -77,14 +78,18 @@ def parse_error_line(message: str) -> str:
 class MetaRecArgumentParser(LightningArgumentParser):
     """Parse errors as one line ``metarec: error: ...`` (exit code 2) instead of the full usage text; the model's
     deprecated one-by-one data facts (``LEGACY_FACTS``: ``schema``, ``rating_mean``, ...) are no options (the
-    data module's ``info`` gives them, linked to ``model.data_info``)."""
+    data module's ``info`` gives them, linked to ``model.data_info``, which therefore lists no help entry either)."""
 
     def add_lightning_class_args(self, lightning_class: Any, nested_key: str, subclass_mode: bool = False,
                                  required: bool = True) -> list[str]:
         if nested_key != "model" or subclass_mode:
             return super().add_lightning_class_args(lightning_class, nested_key, subclass_mode, required)
-        return self.add_class_arguments(lightning_class, nested_key, fail_untyped=False, instantiate=True,
-                                        sub_configs=True, skip=set(LEGACY_FACTS))
+        added = self.add_class_arguments(lightning_class, nested_key, fail_untyped=False, instantiate=True,
+                                         sub_configs=True, skip=set(LEGACY_FACTS))
+        for action in self._actions:  # data_info is filled by the link from data.info: no help of its own to show
+            if action.dest == "model.data_info.help":
+                action.help = argparse.SUPPRESS
+        return added
 
     def error(self, message: str, ex: Optional[Exception] = None):  # type: ignore[override]
         if not self.exit_on_error:  # jsonargparse trying alternatives internally
