@@ -54,6 +54,7 @@ class MetaFoldIn(MetaAlgorithm):
     start), ``cold_tasks`` (share of training tasks played as new items), ``user_prior`` (θ₀ depends
     on the user's features).  Needs ``num_users``/``num_items`` and the squared-error loss."""
 
+    task_sides = ("user",)  # a user vector folded in from the support: one user per task
     supported_losses = ("mse",)
 
     def __init__(self, *args, dim: int = 10, reg: float = 4.0, ridge: float = 4.0, bias_ridge: float = 1.0,
