@@ -24,19 +24,31 @@ benchmarks/results/implicit_table.json, the page to docs/results_implicit.md.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 import pandas as pd
 
 from metarec_pl import harness
+from metarec_pl.errors import ConfigError
 
-TABLE = harness.load_table(Path(__file__).resolve().parents[1] / "configs" / "benchmarks" / "implicit")
-SCENARIOS = tuple(TABLE.scenarios)
-GRADIENT_BASED = tuple(m for m in TABLE.rows if "+" in m)  # "<algorithm>+<loss>"
+FOLDER = Path(__file__).resolve().parents[1] / "configs" / "benchmarks" / "implicit"  # the rows and table.yaml
+
+
+@functools.cache
+def table() -> harness.Table:
+    """The rows (one ``metarec fit`` config each), scenarios and validation metric of the table."""
+    return harness.load_table(FOLDER)
+
+
+def gradient_based() -> list[str]:
+    """The rows named ``<algorithm>+<loss>``: the gradient-based meta-learners."""
+    return [m for m in table().rows if "+" in m]
 SHOWN = ("full/recall@20", "full/ndcg@20", "pool/hit@10")
 
 
@@ -52,12 +64,14 @@ def clicks(root: Path, folder: Path) -> None:
 
 def run_one(name: str, scenario: str, seed: int, folder: Path, epoch_scale: float) -> dict:
     """Row ``name`` under ``scenario`` on the clicks in ``folder``: fit, keep the epoch with the best validation
-    ``TABLE.monitor``, test."""
-    overrides = harness.merged(TABLE.scenarios[scenario], {"data": {"dataset_args": {"seed": seed}}})
-    module, dm, config = harness.build(TABLE.config(name), folder, seed, overrides)
+    ``table().monitor``, test."""
+    rows = table()
+    overrides = harness.merged(rows.scenarios[scenario], {"data": {"dataset_args": {"seed": seed}}})
+    module, dm, config = harness.build(rows.config(name), folder, seed, overrides,
+                                       where=str(rows.rows[name].config_path))
     epochs = harness.max_epochs(config, epoch_scale)
     start = time.perf_counter()
-    best_epoch, val, _ = harness.fit_best(module, dm, epochs, monitor=TABLE.monitor, mode=TABLE.mode,
+    best_epoch, val, _ = harness.fit_best(module, dm, epochs, monitor=rows.monitor, mode=rows.mode,
                                           gradient_clip_val=config["trainer"].get("gradient_clip_val"))
     train_s = time.perf_counter() - start
     start = time.perf_counter()
@@ -76,7 +90,7 @@ def targets(results: list[dict], scenario: str) -> list[str]:
     """The issue's targets for ``scenario``, measured: the best meta-learner's recall@20 >= 1.05 x both baselines on
     every seed; adaptation raises recall@20 over zero-shot for every gradient-based learner."""
     key = "full/recall@20"
-    metas = [m for m in GRADIENT_BASED if cell(results, m, scenario, key)]
+    metas = [m for m in gradient_based() if cell(results, m, scenario, key)]
     bases = [b for b in ("popularity", "implicit-als", "implicit-bpr") if cell(results, b, scenario, key)]
     if not metas or not bases:
         return []
@@ -111,7 +125,7 @@ def render(results: list[dict], meta: dict) -> str:
              "`implicit-als` / `implicit-bpr`: the `implicit` package's ALS / BPR on every training interaction, a "
              "new user folded in by ALS's least-squares user step on their support interactions. `popularity`: "
              "training interaction counts. Nothing was tuned on test users; the settings are fixed, not tuned.", ""]
-    for sc in SCENARIOS:
+    for sc in table().scenarios:
         lines += [f"## {sc}", "", "| method | recall@20 (full) | zero-shot | nDCG@20 (full) | zero-shot | hit@10 "
                   "(pool of 100) | zero-shot | epoch kept | train s |", "|---|---|---|---|---|---|---|---|---|"]
         for m in methods:
@@ -125,7 +139,7 @@ def render(results: list[dict], meta: dict) -> str:
                          f"{statistics.fmean(r['train_s'] for r in rs):.0f} |")
         lines.append("")
     lines += ["## Targets (measured, met or not)", ""]
-    for sc in SCENARIOS:
+    for sc in table().scenarios:
         lines += targets(results, sc)
     wall = meta.get("wall_s", {})
     lines += ["", "Wall-clock time per seed (every method, both scenarios, one at a time): "
@@ -138,12 +152,20 @@ def save(raw: Path, meta: dict, results: list[dict]) -> None:
     raw.write_text(json.dumps(dict(meta=meta, results=results), indent=1))
 
 
+def chosen(named: Optional[list[str]], known: list[str], what: str) -> list[str]:
+    """``named`` (default: every one of ``known``); ``ConfigError`` for a name the table does not have."""
+    unknown = [n for n in named or [] if n not in known]
+    if unknown:
+        raise ConfigError(f"unknown {what}(s) {', '.join(unknown)}; expected some of: {', '.join(known)}")
+    return named or known
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--root", default="../shared/data/ml-1m")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--methods", nargs="+", default=list(TABLE.rows), choices=list(TABLE.rows))
-    p.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
+    p.add_argument("--methods", nargs="+", default=None, help="rows of the table (default: every row)")
+    p.add_argument("--scenarios", nargs="+", default=None, help="scenarios of the table (default: every one)")
     p.add_argument("--epoch-scale", type=float, default=1.0, help="multiplies every method's epochs")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="docs/results_implicit.md")
@@ -166,7 +188,9 @@ def main() -> None:
         note = {"note": args.note} if args.note is not None else {}
         Path(args.out).write_text(render(saved["results"], {**saved["meta"], **note}))
         return
-    lr = TABLE.config(GRADIENT_BASED[0])["model"]["optimizer"]["init_args"]["lr"]
+    args.methods = chosen(args.methods, list(table().rows), "row")
+    args.scenarios = chosen(args.scenarios, list(table().scenarios), "scenario")
+    lr = table().config(gradient_based()[0])["model"]["optimizer"]["init_args"]["lr"]
     meta = harness.provenance(threads=args.threads, lr=lr, wall_s={})
     results: list[dict] = []
     with tempfile.TemporaryDirectory() as scratch:
@@ -189,4 +213,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    harness.run_script(main, "implicit_table")

@@ -125,4 +125,4 @@ def publish(args: argparse.Namespace, results: dict[str, dict[int, float]], comm
 
 
 if __name__ == "__main__":
-    main()
+    harness.run_script(main, "mae_vs_k")

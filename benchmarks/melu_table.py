@@ -32,12 +32,12 @@ import concurrent.futures
 import json
 import multiprocessing
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Optional
 
 from metarec_pl import harness, plugins
+from metarec_pl.errors import ConfigError
 from metarec_pl.tracking import log_table
 
 SCENARIOS = ("warm", "user-cold", "item-cold", "user+item-cold")
@@ -60,7 +60,7 @@ def run_one(name: str, seed: int, root: str, candidates, epoch_scale: float, var
     row = table.rows[name]
     began = time.perf_counter()
     overrides = {} if candidates is None else {"data": {"candidates": candidates}}
-    module, dm, config = harness.build(table.config(name), root, seed, overrides)
+    module, dm, config = harness.build(table.config(name), root, seed, overrides, where=str(row.config_path))
     epochs = harness.max_epochs(config, epoch_scale)
     cold_epoch = min(row.cold_epoch, epochs) if row.cold_epoch else None
     start = time.perf_counter()
@@ -373,15 +373,15 @@ def write_page(args: argparse.Namespace, results: list[dict], meta: dict) -> Non
 
 def chosen_rows(variant: str, named: Optional[list[str]]) -> list[str]:
     """The rows to run: ``named``, else every row run by default; each must be in the table and its algorithm
-    registered (exits with one line otherwise)."""
+    registered (``ConfigError`` otherwise)."""
     table = harness.load_table(VARIANTS[variant])
     registered = {r.name for r in plugins.registrations() if r.kind == "algorithm"}
     available = [m for m in table.rows if table.config(m)["model"]["algorithm"] in registered]
     methods = named or [m for m in available if table.rows[m].by_default]
     unknown = [m for m in methods if m not in available]
     if unknown:
-        sys.exit(f"melu_table: unknown or unregistered method(s) {', '.join(unknown)}; expected some of: "
-                 f"{', '.join(available)}")
+        raise ConfigError(f"unknown or unregistered row(s) {', '.join(unknown)} of {table.folder}; expected some "
+                          f"of: {', '.join(available)}")
     return methods
 
 
@@ -412,6 +412,7 @@ def main() -> None:
     if args.render:
         saved = json.loads(raw.read_text())
         write_page(args, saved["results"], {**saved["meta"], "note": args.note, "raw": str(raw)})
+        print(f"wrote {args.out} from {raw}")
         if args.wandb:
             log_to_wandb(args.wandb, saved["results"], saved["meta"])
         return
@@ -441,4 +442,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    harness.run_script(main, "melu_table")

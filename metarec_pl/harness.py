@@ -15,7 +15,9 @@ validation users, and tests.  Test users are never looked at before ``run_test``
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import itertools
 import logging
 import os
@@ -27,7 +29,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import lightning as L
 import torch
@@ -36,8 +38,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 
 from metarec_pl.bilevel import MetaLearner
-from metarec_pl.cli import build_cli
+from metarec_pl.cli import build_cli, one_line
 from metarec_pl.data.module import MetaDataModule
+from metarec_pl.data.types import DataError
 from metarec_pl.errors import ConfigError
 
 
@@ -119,16 +122,26 @@ def merged(config: dict, overrides: dict) -> dict:
     return out
 
 
-def build(config: dict, root: str, seed: int, overrides: Optional[dict] = None
+def build(config: dict, root: str, seed: int, overrides: Optional[dict] = None, where: str = "config"
           ) -> tuple[MetaLearner, MetaDataModule, dict]:
     """A fresh model and data module for ``config`` on the data in ``root``, seeded with ``seed`` (the data split's
     seed and ``seed_everything``), built by the ``metarec`` command's parser as ``metarec fit`` would; returns them
-    and the config used (``overrides`` merged in)."""
+    and the config used (``overrides`` merged in).  A config the parser or the classes refuse raises
+    ``ConfigError`` (``DataError`` for the data) in one line that starts with ``where`` (e.g. the config's path)."""
     used = merged(config, {**(overrides or {}), "seed_everything": seed})
     used = merged(used, {"data": {"root": str(root), "seed": seed}})
-    with warnings.catch_warnings():  # the config is the dict, not the script's own command line
-        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-        cli = build_cli(used, run=False)
+    said = io.StringIO()
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stderr(said):
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")  # a dict, no argv
+            cli = build_cli(used, run=False)
+    except SystemExit:  # the parser's one line ("metarec: error: ...")
+        line = one_line(said.getvalue()).removeprefix("metarec: error: ")
+        raise ConfigError(f"{where}: {line or 'refused by the metarec parser'}") from None
+    except (ConfigError, DataError) as exc:
+        raise type(exc)(f"{where}: {exc}") from None
+    finally:
+        sys.stderr.write(said.getvalue() if "metarec: error:" not in said.getvalue() else "")
     return cli.model, cli.datamodule, used
 
 
@@ -247,3 +260,13 @@ def provenance(**extra: Any) -> dict:
     return dict(command="python " + " ".join(sys.argv), when=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                 machine=f"{platform.processor() or platform.machine()}, torch {torch.__version__}",
                 load=" ".join(f"{x:.2f}" for x in os.getloadavg()), **extra)
+
+
+def run_script(main: Callable[[], None], name: str) -> None:
+    """Run a results script's ``main``: a user error (``ConfigError``, ``DataError``: a bad table, row or config)
+    is one line on stderr, ``<name>: error: <what>``, and exit code 2."""
+    try:
+        main()
+    except (ConfigError, DataError) as exc:
+        print(f"{name}: error: {one_line(str(exc))}", file=sys.stderr)
+        sys.exit(2)

@@ -57,15 +57,15 @@ def small(config: dict, **more) -> dict:
 
 
 def test_the_tables_are_those_the_scripts_run():
-    assert set(TABLES) == {p.name for p in melu_table.VARIANTS.values()} | {implicit_table.TABLE.folder.name}
+    assert set(TABLES) == {p.name for p in melu_table.VARIANTS.values()} | {implicit_table.FOLDER.name}
     assert len(ROWS) > 30  # the parser below is not fed an empty list
 
 
 def test_a_scenario_of_the_implicit_table_is_merged_into_every_row(roots):
     """The item-cold scenario changes only the protocol of a row's data; the row builds with it."""
-    config = implicit_table.TABLE.config("maml+bce")
-    scenario = implicit_table.TABLE.scenarios["item-cold"]
-    assert implicit_table.TABLE.monitor == "val/full/recall@20" and implicit_table.TABLE.mode == "max"
+    config = implicit_table.table().config("maml+bce")
+    scenario = implicit_table.table().scenarios["item-cold"]
+    assert implicit_table.table().monitor == "val/full/recall@20" and implicit_table.table().mode == "max"
     merged = harness.merged(config, scenario)
     changed = {k for k in merged["data"]["dataset_args"] if merged["data"]["dataset_args"][k] !=
                config["data"]["dataset_args"].get(k)}
@@ -105,6 +105,32 @@ def test_a_missing_row_or_config_is_one_clear_error(tmp_path):
     (tmp_path / "table.yaml").write_text("rows:\n  ghost: {}\n")
     with pytest.raises(ConfigError, match=r"row 'ghost' has no config .*ghost.yaml"):
         harness.load_table(tmp_path)
+    (tmp_path / "ghost.yaml").write_text("model: {}\n")
+    (tmp_path / "table.yaml").write_text("rows:\n  ghost: {cold_epoc: 2}\n")
+    with pytest.raises(ConfigError, match=r"row 'ghost': .*'cold_epoc'; expected the keys cold_epoch, select"):
+        harness.load_table(tmp_path)
+
+
+def test_a_row_config_the_parser_refuses_is_one_line_naming_the_row(root, capsys):
+    config = harness.merged(harness.load_config(CONFIGS / "melu" / "maml.yaml"), {"model": {"inner_lrr": 0.1}})
+    with pytest.raises(ConfigError) as refused:
+        harness.build(config, root, seed=0, overrides=SMALL, where="configs/x/maml.yaml")
+    message = str(refused.value)
+    assert message.startswith("configs/x/maml.yaml: ") and "inner_lrr" in message and "\n" not in message
+    assert "metarec: error" not in capsys.readouterr().err  # said once, in the error, not also on stderr
+
+
+@pytest.mark.parametrize("script,argv,said", [
+    ("melu_table", ["--methods", "mamll", "--seeds", "0"], "unknown or unregistered row(s) mamll of"),
+    ("implicit_table", ["--methods", "metasgd+bcee"], "unknown row(s) metasgd+bcee; expected some of: popularity"),
+    ("implicit_table", ["--scenarios", "warm"], "unknown scenario(s) warm; expected some of: user-cold, item-cold"),
+])
+def test_the_table_scripts_refuse_an_unknown_row_in_one_line(script, argv, said, monkeypatch, capsys):
+    monkeypatch.setattr("sys.argv", [f"{script}.py", *argv])
+    with pytest.raises(SystemExit) as done:
+        harness.run_script(load_script(script).main, script)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert done.value.code == 2 and len(err) == 1 and err[0].startswith(f"{script}: error: ") and said in err[0]
 
 
 def test_metarec_fit_on_a_row_config_trains_exactly_what_the_harness_trains(root, tmp_path):
