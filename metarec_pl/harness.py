@@ -166,9 +166,10 @@ def wandb_logger(project: str, name: str, **kwargs: Any) -> WandbLogger:
 
 
 def quiet_trainer(**kwargs: Any) -> L.Trainer:
-    """A CPU ``Trainer`` without logger, progress bar or model summary (evaluation, and the base of ``trainer``)."""
-    return L.Trainer(**{**dict(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                               enable_model_summary=False, inference_mode=False), **kwargs})
+    """A CPU ``Trainer`` without logger, checkpoints, progress bar or model summary (evaluation, and the base of
+    ``trainer``): nothing is written into the working folder."""
+    return L.Trainer(**{**dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                               enable_progress_bar=False, enable_model_summary=False, inference_mode=False), **kwargs})
 
 
 def trainer(epochs: int, callbacks: Sequence[L.Callback] = (), gradient_clip_val: Optional[float] = 1.0
