@@ -18,7 +18,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 timeout 200 "$py" benchmarks/throughput.py --device cuda --threads 8 --rounds 3 --round-seconds 1 \
     --json >"$out/throughput.json" 2>"$out/throughput.err"; echo "throughput: exit $?"
 "$py" -c "
-import json, sys; sys.argv = ['x']; sys.path.insert(0, 'benchmarks')
-import throughput; throughput.print_table(json.load(open('$out/throughput.json')))" 2>&1 | tee "$out/throughput.txt"
+import json, runpy; throughput = runpy.run_path('benchmarks/throughput.py')
+throughput['print_table'](json.load(open('$out/throughput.json')))" 2>&1 | tee "$out/throughput.txt"
 timeout 90 "$py" -m pytest -q -p no:warnings tests/test_mixed_precision.py tests/test_precision.py 2>&1 \
     | tee "$out/precision_tests.txt" | tail -5

@@ -17,24 +17,28 @@ import sys
 import time
 from pathlib import Path
 
-import lightning as L
 
-sys.path.insert(0, str(Path(__file__).parent))
-from melu_table import METHODS, build_module, run_select, run_test, setup, trainer, wandb_logger  # noqa: E402
+from metarec_pl import harness
+from metarec_pl.data.module import MetaDataModule
+from metarec_pl.tracking import log_line_plot
 
-from metarec_pl.data.module import MetaDataModule  # noqa: E402
+TABLE = Path(__file__).resolve().parents[1] / "configs" / "benchmarks" / "melu"  # the MeLU table's rows
 
 KS = (5, 10, 20, 30, 50)
 DEFAULT_METHODS = ("bias", "mf-foldin", "finetune", "maml", "metasgd")
 
 
-def data_module(root: str, seed: int, k=None) -> MetaDataModule:
+def data_overrides(k=None) -> dict:
+    """The MeLU table row's data changed to this page's: protocol ``user-cold`` on users with >= 60 ratings, 5-50
+    support ratings in training (``k=None``), exactly ``k`` at test; no candidate pool."""
     support = dict(min_support=5, max_support=50) if k is None else dict(min_support=k, max_support=k)
-    return MetaDataModule(dataset="melu-movielens-1m", root=root, seed=seed,
-                          dataset_args=dict(protocol="user-cold", min_ratings=60, state_files={
-                              "warm": ["warm_state.reconstructed.json", "warm_state_y.json"]}),
-                          sampler_args=dict(query_size=10, **support), tasks_per_batch=32, eval_tasks_per_batch=128,
-                          id_features=["item"])  # the network of the MeLU table (melu_table.COMMON)
+    return {"data": {"dataset_args": {"protocol": "user-cold", "min_ratings": 60}, "sampler_args": support,
+                     "candidates": None}}
+
+
+def test_module(config: dict, root: str, seed: int, k: int) -> MetaDataModule:
+    """The data module of the K = ``k`` test."""
+    return MetaDataModule(**{**harness.merged(config, data_overrides(k))["data"], "root": root, "seed": seed})
 
 
 def main() -> None:
@@ -43,7 +47,6 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS))
     p.add_argument("--epoch-scale", type=float, default=0.4, help="of the MeLU table's most epochs (10 -> 4)")
-    p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--png", default="docs/results_mae_vs_k.png")
     p.add_argument("--raw", default="runs/mae_vs_k/results.json")
@@ -52,26 +55,25 @@ def main() -> None:
     p.add_argument("--wandb", metavar="PROJECT", default=None,
                    help="also log the curves as a W&B line plot to this project (offline with WANDB_MODE=offline)")
     args = p.parse_args()
-    setup(args.threads)
+    harness.setup(args.threads)
     if args.render:
         saved = json.loads(Path(args.raw).read_text())
         results = {name: {int(k): v for k, v in by_k.items()} for name, by_k in saved["results"].items()}
         publish(args, results, saved["command"], saved.get("seconds", {}))
         return
-    dm = data_module(args.root, args.seed)
+    table = harness.load_table(TABLE)
     results: dict[str, dict[int, float]] = {}
     seconds: dict[str, float] = {}
     for name in args.methods:
-        spec = METHODS[name]
-        L.seed_everything(args.seed, verbose=False)
-        module = build_module(name, dm, args.lr)
+        module, dm, config = harness.build(table.config(name), args.root, args.seed, data_overrides())
         start = time.perf_counter()
-        trainer(max(1, round(spec["epochs"] * args.epoch_scale))).fit(module, dm)
-        chosen = run_select(module, dm, spec.get("select", {}))
+        harness.trainer(harness.max_epochs(config, args.epoch_scale),
+                        gradient_clip_val=config["trainer"].get("gradient_clip_val")).fit(module, dm)
+        chosen = harness.run_select(module, dm, table.rows[name].select)
         results[name] = {}
         for k in KS:
-            dm_k = data_module(args.root, args.seed, k)
-            results[name][k] = run_test(module, dm_k)["test/user-cold/mae"]
+            results[name][k] = harness.run_test(module, test_module(config, args.root, args.seed, k))[
+                "test/user-cold/mae"]
         seconds[name] = time.perf_counter() - start
         print(f"{name:10s} {seconds[name]:6.1f}s chosen {chosen} "
               + " ".join(f"K={k}: {v:.4f}" for k, v in results[name].items()), flush=True)
@@ -100,9 +102,7 @@ def publish(args: argparse.Namespace, results: dict[str, dict[int, float]], comm
     fig.tight_layout()
     fig.savefig(args.png, dpi=120)
     if args.wandb:
-        from metarec_pl.tracking import log_line_plot
-
-        logger = wandb_logger(args.wandb, "mae-vs-k")
+        logger = harness.wandb_logger(args.wandb, "mae-vs-k")
         log_line_plot(logger, "results/mae_vs_k", list(KS), {n: [by_k[k] for k in KS] for n, by_k in results.items()},
                       xname="K", title="MAE vs support size K (user-cold)")
         logger.experiment.finish()
@@ -112,7 +112,7 @@ def publish(args: argparse.Namespace, results: dict[str, dict[int, float]], comm
              "trained on), users with ≥ 60 ratings. Each method is fitted once on tasks with 5–50 support and 10 "
              "query ratings, its evaluation-time knob chosen on the validation users, then tested with exactly K "
              "support ratings per test user. Network and training settings as in the MeLU table "
-             "(`benchmarks/melu_table.py`), trained for 0.4 of its 10 epochs (4), no epoch selection. MAE on the "
+             "(`configs/benchmarks/melu/`), trained for 0.4 of its 10 epochs (4), no epoch selection. MAE on the "
              "10 query ratings of each test user.", "",
              f"![MAE vs K]({Path(args.png).name})", "",
              "| method | " + " | ".join(f"K={k}" for k in KS) + " | fit + tests, s |",
@@ -125,4 +125,4 @@ def publish(args: argparse.Namespace, results: dict[str, dict[int, float]], comm
 
 
 if __name__ == "__main__":
-    main()
+    harness.run_script(main, "mae_vs_k")

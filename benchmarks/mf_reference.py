@@ -14,16 +14,14 @@ comparable with the quote.  It chooses nothing, so printing test MAE tunes nothi
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from melu_table import data_config, setup  # noqa: E402
+from metarec_pl import harness
 
-from metarec_pl.data.module import MetaDataModule  # noqa: E402
+BIAS_ROW = Path(__file__).resolve().parents[1] / "configs" / "benchmarks" / "melu" / "bias.yaml"  # the table's split
 
 
 def ridge_rows(owner: Tensor, x: Tensor, y: Tensor, count: int, reg: float) -> Tensor:
@@ -68,8 +66,8 @@ def main() -> None:
     p.add_argument("--dim", type=int, default=16)
     p.add_argument("--reg", type=float, default=5.0)
     args = p.parse_args()
-    setup(2)
-    dm = MetaDataModule(root=args.root, seed=args.seed, candidates=None, **data_config("bias"))
+    harness.setup(2)
+    _, dm, _ = harness.build(harness.load_config(BIAS_ROW), args.root, args.seed, {"data": {"candidates": None}})
     data = dm.data
     rows = torch.cat(list(data.splits["train"].values()))
     rating = data.rating.double()
@@ -82,4 +80,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    harness.run_script(main, "mf_reference")

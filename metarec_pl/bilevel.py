@@ -98,6 +98,15 @@ def _data_info(data_info: Optional[Union[DataInfo, Mapping[str, Any]]], legacy: 
     return info
 
 
+def _check_task_side(name: str, algorithm_cls: type, info: DataInfo) -> None:
+    """``ConfigError`` when the data's tasks (``info.task_side``: user- or item-as-task) are not among those the
+    algorithm serves (``task_sides``; e.g. a user fold-in needs one user per task)."""
+    sides = getattr(algorithm_cls, "task_sides", ("user", "item"))
+    if info.task_side is not None and info.task_side not in sides:
+        raise ConfigError(f"data.sampler: gives {info.task_side}-as-task tasks, and algorithm '{name}' serves "
+                          f"{' and '.join(sides)}-as-task only; expected data.sampler {sides[0]}")
+
+
 def bind_algorithm(algorithm: MetaAlgorithm, network: nn.Module, info: DataInfo) -> None:
     """``algorithm.bind(network, info)``; an algorithm whose ``bind`` predates ``DataInfo`` (``bind(model)``) is
     bound the old way, with ``info`` and its id counts set as attributes first (as every algorithm gets them)."""
@@ -213,6 +222,7 @@ class MetaLearner(L.LightningModule):
                              eval_inner_steps=eval_inner_steps)
         if not algorithm_cls.gradient_based:
             refuse_inner_options(f"algorithm '{algorithm}'", inner_options)
+        _check_task_side(algorithm, algorithm_cls, info)
         self.algorithm: MetaAlgorithm = algorithm_cls(**inner_options, **(algorithm_args or {}))
         if self.algorithm.gradient_based:
             self.algorithm.inner_path = inner_path

@@ -13,6 +13,7 @@ On top of LightningCLI:
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import shutil
@@ -77,14 +78,18 @@ def parse_error_line(message: str) -> str:
 class MetaRecArgumentParser(LightningArgumentParser):
     """Parse errors as one line ``metarec: error: ...`` (exit code 2) instead of the full usage text; the model's
     deprecated one-by-one data facts (``LEGACY_FACTS``: ``schema``, ``rating_mean``, ...) are no options (the
-    data module's ``info`` gives them, linked to ``model.data_info``)."""
+    data module's ``info`` gives them, linked to ``model.data_info``, which therefore lists no help entry either)."""
 
     def add_lightning_class_args(self, lightning_class: Any, nested_key: str, subclass_mode: bool = False,
                                  required: bool = True) -> list[str]:
         if nested_key != "model" or subclass_mode:
             return super().add_lightning_class_args(lightning_class, nested_key, subclass_mode, required)
-        return self.add_class_arguments(lightning_class, nested_key, fail_untyped=False, instantiate=True,
-                                        sub_configs=True, skip=set(LEGACY_FACTS))
+        added = self.add_class_arguments(lightning_class, nested_key, fail_untyped=False, instantiate=True,
+                                         sub_configs=True, skip=set(LEGACY_FACTS))
+        for action in self._actions:  # data_info is filled by the link from data.info: no help of its own to show
+            if action.dest == "model.data_info.help":
+                action.help = argparse.SUPPRESS
+        return added
 
     def error(self, message: str, ex: Optional[Exception] = None):  # type: ignore[override]
         if not self.exit_on_error:  # jsonargparse trying alternatives internally
@@ -331,18 +336,25 @@ def print_plugins(out=sys.stdout) -> None:
     plugins.print_table(out)
 
 
+def build_cli(args: Any = None, run: bool = True, guard: Optional[OutputGuard] = None) -> MetaRecCLI:
+    """The ``metarec`` LightningCLI: ``args`` a command line (``None``: ``sys.argv``) or, with ``run=False``, a
+    config dict without subcommand (what ``metarec_pl.harness`` builds a benchmark row from: the same parser, links
+    and checks as ``metarec fit``).  User errors raise (``USER_ERRORS``); ``main`` turns them into one line."""
+    return MetaRecCLI(MetaLearner, MetaDataModule, args=args, run=run, auto_configure_optimizers=False,
+                      parser_class=MetaRecArgumentParser, guard=guard,
+                      trainer_defaults={"inference_mode": False, "callbacks": [TaskThroughput()],
+                                        # the task batch sampler splits batches across ranks itself (DDP)
+                                        "use_distributed_sampler": False},
+                      save_config_callback=LoggedConfig, save_config_kwargs={"overwrite": True})
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if answered_plugins(args):
         return
     guard = OutputGuard()
     try:
-        MetaRecCLI(MetaLearner, MetaDataModule, args=None if argv is None else args, auto_configure_optimizers=False,
-                   parser_class=MetaRecArgumentParser, guard=guard,
-                   trainer_defaults={"inference_mode": False, "callbacks": [TaskThroughput()],
-                                     # the task batch sampler splits batches across ranks itself (DDP)
-                                     "use_distributed_sampler": False},
-                   save_config_callback=LoggedConfig, save_config_kwargs={"overwrite": True})
+        build_cli(None if argv is None else args, guard=guard)
     except USER_ERRORS as exc:
         guard.remove_created()
         prefix = "lightning: " if isinstance(exc, MisconfigurationException) else ""

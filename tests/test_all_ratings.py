@@ -3,7 +3,6 @@ afresh every epoch, baselines fitted on every training rating, and the meta-lear
 All on tiny generated MeLU-like files (user 7 has 110 warm ratings, user 8 only 8)."""
 
 import json
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,7 +12,9 @@ import pytest
 import torch
 
 from _cli_helpers import run
+from _scripts import load_script
 from _datasets_fixtures import write_melu
+from metarec_pl import harness
 from metarec_pl.algorithms.als import _solve_side, als
 from metarec_pl.bilevel import MetaLearner
 from metarec_pl.data.base import UserTaskSampler
@@ -22,8 +23,7 @@ from metarec_pl.data.module import MetaDataModule
 from metarec_pl.data.types import DataError, TaskBatch, TaskCollator
 from metarec_pl.errors import ConfigError
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import melu_table  # noqa: E402
+melu_table = load_script("melu_table")
 
 WARM = {"warm": ["warm_state.rebuilt.json", "warm_state_y.json"]}
 SAMPLER = dict(query_size=10, min_support=3, chunk_rows=40)
@@ -115,7 +115,7 @@ def _fit(dm, algorithm, epochs=1, **args):
     L.seed_everything(0, verbose=False)
     module = MetaLearner(algorithm=algorithm, data_info=dm.info, algorithm_args=args,
                          optimizer=lambda p: torch.optim.Adam(p, lr=1e-2))
-    melu_table.trainer(epochs).fit(module, dm)
+    harness.trainer(epochs).fit(module, dm)
     return module
 
 
@@ -255,7 +255,8 @@ def test_meta_foldin_history_folds_in_a_known_users_training_ratings_with_the_su
             # rows get a bias of their own (an extra unpenalised unknown) instead of b_u
             extra = 1 if history_bias == "own" else 0
             xs = torch.cat([zs[:, :-1], torch.ones_like(zs[:, :1]), torch.zeros(len(zs), extra)], 1)
-            xh = torch.cat([zh[:, :-1], torch.full((len(zh), 1), 1.0 - extra), torch.ones(len(zh), extra)], 1) * 0.5 ** 0.5
+            xh = torch.cat([zh[:, :-1], torch.full((len(zh), 1), 1.0 - extra), torch.ones(len(zh), extra)], 1)
+            xh = xh * 0.5 ** 0.5
             if extra and len(own) == 0:
                 xh = torch.zeros(1, xs.shape[1], dtype=torch.float64)
                 xh[0, -1] = 1.0  # a user with no history: its own bias is pinned by one zero row

@@ -11,7 +11,12 @@ from metarec_pl import plugins
 
 ALGORITHMS = sorted(r.name for r in plugins.registrations("algorithm"))
 # algorithms that may refuse a combination, and the words of their refusal (anything else must train)
-EXPECTED_REFUSALS: dict[tuple[str, str, str], list[str]] = {}
+# the fold-ins (a user vector fitted to the support) serve user-as-task only
+EXPECTED_REFUSALS: dict[tuple[str, str, str], list[str]] = {
+    (algorithm, "item", data): ["data.sampler: gives item-as-task tasks", f"algorithm '{algorithm}' serves user",
+                                "expected data.sampler user"]
+    for algorithm in ("mf-foldin", "meta-foldin", "implicit-als", "implicit-bpr")
+    for data in ("synthetic", "interactions-bare", "interactions-features")}
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,11 @@
 """benchmarks/mf_reference.py: the independent biased-MF cross-check fits what it claims to fit."""
 
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import mf_reference  # noqa: E402
+from _scripts import load_script
+
+mf_reference = load_script("mf_reference")
 
 
 def _low_rank_ratings(num_users=40, num_items=30, dim=3, seed=0):

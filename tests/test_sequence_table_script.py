@@ -3,18 +3,16 @@ table and raw numbers, and its ranking metrics are right on hand-made scores."""
 
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from _datasets_fixtures import write_ml100k
+from _scripts import load_script
 from test_sequential_protocol import log_rows
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import sequence_memory  # noqa: E402
-import sequence_table  # noqa: E402
+sequence_memory = load_script("sequence_memory")
+sequence_table = load_script("sequence_table")
 
 
 def test_rank_metrics_with_ties_average_over_orders():

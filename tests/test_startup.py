@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from _scripts import load_script
 from metarec_pl import entry
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import startup  # noqa: E402
+startup = load_script("startup")
 
 HEAVY = ("torch", "lightning", "pytorch_lightning", "lightning_fabric", "wandb", "datasets", "transformers",
          "sentence_transformers", "numpy", "pandas", "pyarrow")
@@ -71,6 +71,8 @@ def test_entry_hands_every_other_command_to_the_lightning_cli(capsys, monkeypatc
     assert done.value.code == 0
     out = capsys.readouterr().out
     assert "--model.algorithm" in out and "--trainer" in out
+    # the data's facts reach the model by the link from data.info, not as an option with a help of its own
+    assert "data.info --> model.data_info" in out and "--model.data_info.help" not in out
 
 
 def test_plugins_help_and_bad_argument(capsys):

@@ -53,7 +53,8 @@ class MetaAlgorithm(nn.Module):
     and ``outer_loss``).  Constructed with inner-loop options set, it raises ``ConfigError`` (one line).
 
     ``loss``: the per-task loss (``metarec_pl.losses``; ``MetaLearner(loss=...)`` sets it before ``bind``);
-    ``supported_losses``: the loss names a class works with (``None``: any).  ``info``: the data's facts
+    ``supported_losses``: the loss names a class works with (``None``: any); ``task_sides``: the tasks it serves
+    (``"user"``: one user's ratings per task, ``"item"``: one item's), refused otherwise when the model is built.  ``info``: the data's facts
     (``DataInfo``), and ``num_users``/``num_items`` its id counts (for per-id baselines), set by ``bind``.
     """
 
@@ -66,6 +67,7 @@ class MetaAlgorithm(nn.Module):
     num_items: Optional[int] = None
     loss: Loss = MSE()
     supported_losses: ClassVar[Optional[tuple[str, ...]]] = None
+    task_sides: ClassVar[tuple[str, ...]] = ("user", "item")
     inner_steps: int = 0  # what MetaLearner passes to ``run``: no steps to take
     eval_inner_steps: int = 0
     first_order: bool = False

@@ -201,6 +201,7 @@ class MFFoldIn(_IdTables):
     sweeps of ALS with penalty ``reg``, then the item features' ridge map, penalty ``feature_ridge``, for items no
     training rating names), after which there is nothing left to optimise."""
 
+    task_sides = ("user",)  # a user vector folded in from the support: one user per task
     supported_losses = ("mse",)  # trains and folds in by squared error
 
     def __init__(self, *args, dim: int = 16, reg: float = 0.02, ridge: float = 1.0, fit: str = "tasks",

@@ -52,6 +52,8 @@ class _ImplicitMF(_IdTables):
         seed: ``random_state`` of the library's fit.
     """
 
+    task_sides = ("user",)  # a user vector folded in from the support: one user per task
+
     def __init__(self, *args, factors: int = 64, regularization: float = 0.05, iterations: int = 15,
                  alpha: float = 1.0, seed: int = 0, **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -67,6 +67,7 @@ class MetaFoldIn(MetaAlgorithm):
     they get a bias of their own and inform p_u only).  Needs ``num_users``/``num_items`` and the squared-error
     loss."""
 
+    task_sides = ("user",)  # a user vector folded in from the support: one user per task
     supported_losses = ("mse",)
 
     def __init__(self, *args, dim: int = 10, reg: float = 4.0, ridge: float = 4.0, bias_ridge: float = 1.0,

@@ -124,6 +124,8 @@ class DataInfo:
             the ``mae_rounded`` metric and level-based learners (``protonet``).
         like_threshold: a target at or above this is a "like" (a positive of the rankings).
         users / items: the id maps (``IdMap``): ``num_users``/``num_items`` codes and their raw ids.
+        task_side: what one task is about: ``"user"`` (user-as-task: one user's ratings) or ``"item"``
+            (item-as-task), as the task sampler groups rows (``MetaDataModule.info`` sets it).
     Every fact but ``schema`` may be ``None`` (not known); users of a fact say what they need.
     """
 
@@ -135,6 +137,7 @@ class DataInfo:
     like_threshold: Optional[float] = None
     users: Optional[IdMap] = None
     items: Optional[IdMap] = None
+    task_side: Optional[Literal["user", "item"]] = None
 
     def __post_init__(self) -> None:
         if isinstance(self.schema, (str, bytes, Mapping)) or not isinstance(self.schema, Sequence):
@@ -147,6 +150,8 @@ class DataInfo:
             raise ConfigError(f"data info: schema {self.schema!r}; expected FeatureSpecs or their dicts")
         if self.feedback not in FEEDBACK:
             raise ConfigError(f"data info: feedback {self.feedback!r}; expected one of {', '.join(FEEDBACK)}")
+        if self.task_side not in (None, "user", "item"):
+            raise ConfigError(f"data info: task_side {self.task_side!r}; expected user, item or null")
         set_ = object.__setattr__  # frozen: normalised once, here
         set_(self, "schema", schema)
         if self.rating_range is not None:
@@ -210,6 +215,7 @@ class DataInfo:
             "like_threshold": self.like_threshold,
             "users": None if self.users is None else self.users.to_dict(),
             "items": None if self.items is None else self.items.to_dict(),
+            "task_side": self.task_side,
         }
 
     @classmethod

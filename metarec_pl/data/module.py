@@ -346,10 +346,12 @@ class MetaDataModule(L.LightningDataModule):
     @property
     def info(self) -> DataInfo:
         """The facts a model is built from (``DataInfo.of`` the loaded data with this sampler's negatives): schema,
-        feedback kind, rating range / mean / levels, like threshold, id maps.  Measured once; the CLI links it to
-        ``model.data_info``."""
+        feedback kind, rating range / mean / levels, like threshold, id maps, and the sampler's task side (user- or
+        item-as-task).  Measured once; the CLI links it to ``model.data_info``."""
         if self._info is None:
-            self._info = DataInfo.of(self.data, self.num_negatives)
+            side = getattr(self.sampler, "group_by", None)
+            self._info = DataInfo.of(self.data, self.num_negatives).with_facts(
+                task_side=side if side in ("user", "item") else None)
         return self._info
 
     @property
