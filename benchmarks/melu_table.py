@@ -297,9 +297,10 @@ ALL_RATINGS_PROTOCOL = (
     "(`fit: als`: k = 10, penalty 4, 12 sweeps, the fold-in bias almost unpenalised, as the reference; new items "
     "by a ridge map of their features, penalty 10 chosen on held-out validation items where the reference uses "
     "3). `maml` and `metasgd` keep the paper table's network and inner loop. `meta-foldin` (docs/algorithms.md) "
-    "starts from that ALS solution and meta-learns the item vectors, the content map, the prior mean (from the "
-    "user's fields) and the prior precision of the fold-in. Every knob in Run details was chosen on validation "
-    "users or held-out validation items, none on test users.")
+    "starts from ALS as `mf-foldin`'s but with penalty 12 (chosen on validation users), meta-learns the item "
+    "vectors, the content map, the prior mean (from the user's fields) and the prior precision of the fold-in, "
+    "and folds a user known from training (item-cold) in from that user's training ratings too. Every knob in "
+    "Run details was chosen on validation users or held-out validation items, none on test users.")
 
 
 def render_all_ratings(results: list[dict], meta: dict, paper: Optional[list[dict]]) -> str:

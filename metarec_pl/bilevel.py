@@ -239,7 +239,8 @@ class MetaLearner(L.LightningModule):
     def setup(self, stage: str) -> None:
         """A ``data_info`` without a like threshold (built by hand) takes the data module's, if the trainer has one.
         Before a fit, an algorithm with ``fit_ratings(data, rows)`` (the baselines' ``fit: ratings`` / ``als``,
-        ``meta-foldin``'s start) gets the data module's training rows, every one of them, not capped tasks."""
+        ``meta-foldin``'s start) gets the data module's training rows, every one of them, not capped tasks; before any
+        stage, one with ``remember_ratings(data, rows)`` (``meta-foldin``'s ``history``) gets them too."""
         datamodule = getattr(self._trainer, "datamodule", None)
         threshold = getattr(datamodule, "like_threshold", None)
         if self.hparams.like_threshold is None and self.data_info.like_threshold is None and threshold is not None:
@@ -248,6 +249,9 @@ class MetaLearner(L.LightningModule):
         data = getattr(datamodule, "data", None)
         if stage == "fit" and fit_ratings is not None and data is not None:
             fit_ratings(data, torch.cat(list(data.splits["train"].values())))
+        remember_ratings = getattr(self.algorithm, "remember_ratings", None)
+        if remember_ratings is not None and data is not None:  # every stage: a checkpoint loaded to test needs them
+            remember_ratings(data, torch.cat(list(data.splits["train"].values())))
 
     def forward(self, features: dict[str, Tensor]) -> Tensor:
         """Predictions of the meta-learned (unadapted) network."""

@@ -21,6 +21,7 @@ from metarec_pl.data.base import UserTaskSampler
 from metarec_pl.data.melu_release import MeLUMovieLens1M
 from metarec_pl.data.module import MetaDataModule
 from metarec_pl.data.types import DataError, TaskBatch, TaskCollator
+from metarec_pl.errors import ConfigError
 
 melu_table = load_script("melu_table")
 
@@ -217,6 +218,86 @@ def test_meta_foldin_meta_gradient_equals_a_per_task_loop(root):
         assert (g is None) == (w is None), name
         if g is not None:
             assert torch.allclose(g, w, atol=1e-10), name
+
+
+def _vectors(alg, s, i):
+    """One task's real rows: item vectors [n, d + 1] (id part dropped for new items), ratings, features."""
+    n = int(s.mask[i].sum())
+    feats = {k: v[i, :n] for k, v in s.features.items()}
+    new = ~alg.trained[s.item[i, :n]]
+    return alg.item_ids(s.item[i, :n]) * ~new[:, None] + alg.features(feats) + alg.intercept, s.rating[i, :n], feats
+
+
+@pytest.mark.parametrize("history_bias", ["shared", "own"])
+def test_meta_foldin_history_folds_in_a_known_users_training_ratings_with_the_support(root, history_bias):
+    dm = _dm(root)
+    module = _fit(dm, "meta-foldin", epochs=1, dim=3, reg=2.0, als_iters=2, history=0.5,
+                  history_bias=history_bias).double()
+    alg = module.algorithm.eval()
+    data, rows = dm.data, dm.data.splits["train"]["train"]
+    collated = _batch(dm, "test", 40)  # the known users' new items (item-cold) come after the other scenarios
+    batch = TaskBatch(collated.support.to_dtype(torch.float64), collated.query.to_dtype(torch.float64), collated.key)
+    with torch.no_grad():
+        got = alg.run(module.network, batch, 0, False).query_pred
+        known = 0
+        for i in range(len(batch)):
+            zs, ys, _ = _vectors(alg, batch.support, i)
+            zq, yq, fq = _vectors(alg, batch.query, i)
+            prior = alg.prior(batch.query)[i]
+            own = rows[data.user[rows] == batch.query.user[i, 0]]  # the user's training ratings, if any
+            known += len(own) > 0
+            feats = {k: v[data.item[own]] for k, v in data.item_features.items()}
+            zh = alg.item_ids(data.item[own]) + alg.features(feats) + alg.intercept
+            yh = data.rating[own].double() - alg.mu - zh[:, -1]
+            new_share = (~alg.trained[batch.support.item[i, :len(ys)]]).double().mean()
+            lam = (alg.log_precision + new_share * alg.cold_shift).exp()
+            # the definition: one least-squares problem over support and weighted history rows; "own": the history
+            # rows get a bias of their own (an extra unpenalised unknown) instead of b_u
+            extra = 1 if history_bias == "own" else 0
+            xs = torch.cat([zs[:, :-1], torch.ones_like(zs[:, :1]), torch.zeros(len(zs), extra)], 1)
+            xh = torch.cat([zh[:, :-1], torch.full((len(zh), 1), 1.0 - extra), torch.ones(len(zh), extra)], 1)
+            xh = xh * 0.5 ** 0.5
+            if extra and len(own) == 0:
+                xh = torch.zeros(1, xs.shape[1], dtype=torch.float64)
+                xh[0, -1] = 1.0  # a user with no history: its own bias is pinned by one zero row
+                yh = torch.zeros(1, dtype=torch.float64)
+            x = torch.cat([xs, xh])
+            y = torch.cat([ys - alg.mu - zs[:, -1], yh * 0.5 ** 0.5])
+            lam_full = torch.cat([lam, torch.zeros(extra)])
+            prior_full = torch.cat([prior, torch.zeros(extra)])
+            theta = torch.linalg.solve(x.T @ x + torch.diag(lam_full), x.T @ y + lam_full * prior_full)[:len(lam)]
+            want = alg.mu + zq[:, -1] + zq[:, :-1] @ theta[:-1] + theta[-1]
+            assert torch.allclose(got[i, :len(yq)], want, atol=1e-8), i
+    assert known >= 3 and known < len(batch)  # known users (history) and held-out ones (none) both checked
+    alg.train()  # in training the history never enters (a training user's history holds the task's query)
+    off = _fit(dm, "meta-foldin", epochs=1, dim=3, reg=2.0, als_iters=2).double().algorithm.train()
+    off.load_state_dict(alg.state_dict())
+    assert torch.equal(alg.run(module.network, batch, 0, False).query_pred,
+                       off.run(module.network, batch, 0, False).query_pred)
+
+
+def test_meta_foldin_loaded_from_its_weights_to_test_gets_the_history_from_the_data(root):
+    dm = _dm(root)
+    options = dict(dim=3, reg=2.0, als_iters=2, history=1.0, history_bias="own")
+    fitted = _fit(dm, "meta-foldin", epochs=1, **options)
+    loaded = MetaLearner(algorithm="meta-foldin", data_info=dm.info, algorithm_args=options)
+    loaded.load_state_dict(fitted.state_dict())
+    assert loaded.algorithm.history_rows is None  # the weights do not hold the training ratings
+    tester = lambda: L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False,  # noqa: E731
+                               enable_model_summary=False, inference_mode=False)
+    got, want = tester().test(loaded, dm, verbose=False)[0], tester().test(fitted, dm, verbose=False)[0]
+    assert got["test/item-cold/mae"] == pytest.approx(want["test/item-cold/mae"], abs=1e-6)
+    without = MetaLearner(algorithm="meta-foldin", data_info=dm.info, algorithm_args={**options, "history": 0.0})
+    without.load_state_dict(fitted.state_dict())
+    plain = tester().test(without, dm, verbose=False)[0]
+    assert abs(plain["test/item-cold/mae"] - want["test/item-cold/mae"]) > 1e-4  # the history made a difference
+    assert plain["test/user-cold/mae"] == pytest.approx(want["test/user-cold/mae"], abs=1e-6)  # new users: none
+
+
+def test_meta_foldin_bad_options_are_one_line(root):
+    dm = _dm(root)
+    with pytest.raises(ConfigError, match=r"history_bias 'shared' or 'own', got history=1.0, history_bias='x'$"):
+        MetaLearner(algorithm="meta-foldin", data_info=dm.info, algorithm_args=dict(history=1.0, history_bias="x"))
 
 
 def test_all_ratings_section_is_written_into_the_page_and_kept_by_the_paper_render(tmp_path):
