@@ -397,9 +397,13 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
         print(render(args.render, Path(args.out)))
         return []
     torch.set_num_threads(1)
-    results = [run_seed(args, seed) for seed in args.seeds]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    raw = Path(args.raw or out.with_suffix(".json"))
+    results = []
+    for seed in args.seeds:  # the raw file after every seed, so a stopped run keeps the seeds it finished
+        results.append(run_seed(args, seed))
+        raw.write_text(json.dumps({"args": vars(args), "results": results}, indent=1))
     command = "python benchmarks/sequence_table.py " + " ".join(sys.argv[1:] if argv is None else argv)
     first = results[0]
     text = (f"`{command}`\n\nseeds {args.seeds}; K = {args.k}, query = next {args.query_size}; "
@@ -407,8 +411,6 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
             f"{first['adapted_per_user']} of {first['backbone_params']} backbone parameters "
             f"({100 * first['adapted_share']:.2f} %); peak RSS {first['peak_rss_mib']:.0f} MiB\n\n" + table(results))
     out.write_text(text)
-    Path(args.raw or out.with_suffix(".json")).write_text(json.dumps({"args": vars(args), "results": results},
-                                                                     indent=1))
     print(text)
     return results
 
