@@ -364,13 +364,65 @@ def parse(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--finetune_lrs", type=float, nargs="+", default=[0.01, 0.1, 1.0])
     p.add_argument("--out", default="runs/sequence_table.md")
     p.add_argument("--raw", default=None, help="JSON of every number (default: --out with .json)")
+    p.add_argument("--plot", default=None, help="with --render: write the NDCG@10-versus-K PNG here (matplotlib)")
     p.add_argument("--render", nargs="+", default=None, metavar="RAW",
                    help="only write --out from these raw JSON files (their seeds pooled per K)")
     return p.parse_args(argv)
 
 
-def render(paths: list[str], out: Path) -> str:
-    """One table per K from saved raw JSON files (seeds pooled), then full-catalogue NDCG@10 per method and K."""
+MAIN_ROW = "meta prompt (Meta-SGD)"
+
+
+def per_seed(results: list[dict]) -> str:
+    """Full-catalogue NDCG@10 of every row on every seed, and on how many seeds the main row is above each."""
+    results = sorted(results, key=lambda r: r["seed"])
+    lines = ["| method | " + " | ".join(f"seed {r['seed']}" for r in results) + f" | {MAIN_ROW} above on |",
+             "|---|" + "---|" * (len(results) + 1)]
+    for name in results[0]["rows"]:
+        vals = [r["rows"][name]["full/ndcg@10"] for r in results]
+        above = sum(r["rows"][MAIN_ROW]["full/ndcg@10"] > v for r, v in zip(results, vals))
+        lines.append(f"| {name} | " + " | ".join(f"{v:.4f}" for v in vals) + " | "
+                     + ("" if name == MAIN_ROW else f"{above}/{len(results)}") + " |")
+    return "\n".join(lines) + "\n"
+
+
+def row_names(by_k: dict[int, list[dict]]) -> list[str]:
+    """Every row name of the runs, in first-seen order (runs of different K may hold different rows)."""
+    return list(dict.fromkeys(name for k in sorted(by_k) for r in by_k[k] for name in r["rows"]))
+
+
+def plot(by_k: dict[int, list[dict]], path: Path) -> bool:
+    """Full-catalogue NDCG@10 (mean over seeds, error bar one std) versus K per row, as a PNG, when matplotlib
+    (the ``bench`` extra) is importable; False without it."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name in row_names(by_k):
+        ks = [k for k in sorted(by_k) if name in by_k[k][0]["rows"]]
+        vals = [torch.tensor([r["rows"][name]["full/ndcg@10"] for r in by_k[k]], dtype=torch.float64) for k in ks]
+        std = [float(v.std()) if len(v) > 1 else 0.0 for v in vals]
+        ax.errorbar(ks, [float(v.mean()) for v in vals], yerr=std, marker="o", capsize=3, label=name)
+    ks = sorted(by_k)
+    ax.set_xlabel("support size K (a cold user's first K interactions)")
+    ax.set_ylabel("full-catalogue NDCG@10 (next item)")
+    ax.set_title("sequential-cold, ML-100K: " + ", ".join(f"K={k}: {len(by_k[k])} seeds" for k in ks), fontsize=9)
+    ax.set_xticks(ks)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def render(paths: list[str], out: Path, png: Optional[Path] = None) -> str:
+    """One table per K from saved raw JSON files (seeds pooled), the per-seed full-catalogue NDCG@10, then
+    full-catalogue NDCG@10 per method and K (and its plot at ``png``, when matplotlib is importable)."""
     by_k: dict[int, list[dict]] = {}
     for path in paths:
         raw = json.loads(Path(path).read_text())
@@ -378,23 +430,26 @@ def render(paths: list[str], out: Path) -> str:
     parts = []
     for k, results in sorted(by_k.items()):
         seeds = sorted(r["seed"] for r in results)
-        parts.append(f"### K = {k} (seeds {seeds}, {results[0]['test_users']} test cold users)\n\n" + table(results))
-    names = list(next(iter(by_k.values()))[0]["rows"])
+        parts.append(f"### K = {k} (seeds {seeds}, {results[0]['test_users']} test cold users)\n\n" + table(results)
+                     + f"\nFull-catalogue NDCG@10 per seed (K = {k}):\n\n" + per_seed(results))
+    names = row_names(by_k)
     lines = ["| method | " + " | ".join(f"K = {k}" for k in sorted(by_k)) + " |", "|---|" + "---|" * len(by_k)]
     for name in names:
-        cells = [sum(r["rows"][name]["full/ndcg@10"] for r in by_k[k]) / len(by_k[k]) for k in sorted(by_k)]
-        lines.append(f"| {name} | " + " | ".join(f"{c:.4f}" for c in cells) + " |")
+        cells = [[r["rows"][name]["full/ndcg@10"] for r in by_k[k] if name in r["rows"]] for k in sorted(by_k)]
+        lines.append(f"| {name} | " + " | ".join(f"{sum(c) / len(c):.4f}" if c else "" for c in cells) + " |")
     text = ("\n".join(parts) + "\n### Full-catalogue NDCG@10 versus K (mean over the seeds run)\n\n"
             + "\n".join(lines) + "\n")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
+    if png is not None and plot(by_k, png):
+        print(f"plot: {png}")
     return text
 
 
 def main(argv: Optional[list[str]] = None) -> list[dict]:
     args = parse(argv)
     if args.render:
-        print(render(args.render, Path(args.out)))
+        print(render(args.render, Path(args.out), Path(args.plot) if args.plot else None))
         return []
     torch.set_num_threads(1)
     out = Path(args.out)
