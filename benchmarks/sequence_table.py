@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
 from metarec_pl.algorithms.maml import MAML
@@ -49,7 +49,8 @@ from metarec_pl.data.sequences import CANDIDATE, HISTORY, SequenceTask, cold_tas
 from metarec_pl.data.sequential import SCENARIO
 from metarec_pl.data.text import encode_texts, make_encoder
 from metarec_pl.losses import BCE
-from metarec_pl.models.sequence import PEFT_ADAPT, TextSequenceNet, adapted_fraction
+from metarec_pl.models.metatl import METATL_ADAPT, MetaTLNet
+from metarec_pl.models.sequence import PEFT_ADAPT, IdSequenceNet, TextSequenceNet, adapted_fraction
 
 METRICS = ("hr@10", "ndcg@10", "mrr")
 
@@ -114,7 +115,8 @@ def evaluate(setup: Setup, tasks: list[SequenceTask], score_users: Callable, see
     rows = {"sampled": [], "full": []}
     for at in range(0, len(tasks), 64):
         part = tasks[at:at + 64]
-        batch = sequence_batch(part, setup.catalogue, 4, 100, gen, exclude=setup.history)
+        # support negatives: outside the support only (the query is the future); query's: outside the history
+        batch = sequence_batch(part, setup.catalogue, 4, 100, gen, exclude=setup.history, blind_support=True)
         scores = score_users(part, batch)
         for i, task in enumerate(part):
             q = batch.query
@@ -127,79 +129,93 @@ def evaluate(setup: Setup, tasks: list[SequenceTask], score_users: Callable, see
     return {f"{kind}/{k}": v for kind, r in rows.items() for k, v in mean_metrics(r).items()}
 
 
-def adapted_states(model: TextSequenceNet, alg: MetaSGD, batch, steps: int) -> Tensor:
-    """[tasks, d] sequence state of each user after the support, with the fast weights of ``steps`` inner steps."""
-    alg.needs_fast_weights = True  # this instance returns its fast weights (the class default stays False)
-    with torch.no_grad():
-        fast = alg.run(model, batch, steps, create_graph=False).fast_weights
-    params = {n: p for n, p in model.named_parameters()}
-    enc = {n[len("encoder."):]: p for n, p in {**params, **dict(model.named_buffers())}.items()
-           if n.startswith("encoder.")}
+class _AllScores(nn.Module):
+    """``net.score_all`` as a module's forward, so ``functional_call`` can run it with per-user fast weights."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, history: Tensor) -> Tensor:
+        return self.net.score_all(history)
+
+
+def adapted_scores(model: nn.Module, alg: MAML, batch, steps: int) -> Tensor:
+    """[tasks, num_items] scores of every item after each user's support, with the fast weights of ``steps``
+    inner steps of ``alg`` on the support (any adapted parameters: prompt, LoRA, relation, or all)."""
     k = batch.support.features[HISTORY].shape[-1]
-    context = batch.query.features[HISTORY][:, 0]  # [tasks, K]: every query sample's context is the support
+    context = batch.query.features[HISTORY][:, 0, :k]  # [tasks, K]: every query sample's context is the support
+    if steps == 0:
+        with torch.no_grad():
+            return model.score_all(context)
+    alg.needs_fast_weights = True  # this instance returns its fast weights (the class default stays False)
+    with torch.no_grad():  # the inner loop takes its own gradients (torch.func)
+        fast = alg.run(model, batch, steps, create_graph=False).fast_weights
+    wrapper = _AllScores(model)
+    base = {f"net.{n}": p for n, p in [*model.named_parameters(), *model.named_buffers()]}
 
     def one(w: dict[str, Tensor], h: Tensor) -> Tensor:
-        w = {n[len("encoder."):]: v for n, v in w.items()}
-        x = {HISTORY: h[None, :k], CANDIDATE: torch.zeros(1, dtype=torch.long)}
-        return functional_call(model.encoder, {**enc, **w}, (x,))[0, :model.encoder.out_dim // 2]
+        return functional_call(wrapper, {**base, **{f"net.{n}": v for n, v in w.items()}}, (h[None],))[0]
 
     with torch.no_grad():
         return vmap(one)(fast, context)
 
 
-def scorer(model: TextSequenceNet, alg: MetaSGD, steps: int) -> Callable:
+def scorer(model: nn.Module, alg: MAML, steps: int) -> Callable:
     def score(tasks, batch):
         model.eval()
-        states = adapted_states(model, alg, batch, steps)
-        with torch.no_grad():
-            return states @ model.item_vectors().T
+        return adapted_scores(model, alg, batch, steps)
     return score
 
 
-def build(setup: Setup, args, seed: int) -> tuple[TextSequenceNet, MetaSGD]:
+def make_model(setup: Setup, args, seed: int, net: str) -> nn.Module:
+    """A fresh network of kind ``net``: ``text`` (the backbone), ``id`` (SASRec-style) or ``metatl``."""
     torch.manual_seed(seed)
-    model = TextSequenceNet([], item_vectors=setup.vectors, dim=args.dim, blocks=args.blocks, heads=args.heads,
-                            max_len=50, prompt_len=args.prompt_len, lora_rank=args.lora_rank)
-    alg = MetaSGD(inner_steps=args.inner_steps, inner_lr=args.inner_lr, first_order=args.first_order,
-                  adapt=list(PEFT_ADAPT))
+    if net == "metatl":
+        return MetaTLNet([], item_vectors=setup.vectors, dim=args.dim)
+    sizes = dict(dim=args.dim, blocks=args.blocks, heads=args.heads, max_len=50, lora_rank=args.lora_rank)
+    if net == "id":
+        return IdSequenceNet([], num_items=setup.data.num_items, prompt_len=0, **sizes)
+    return TextSequenceNet([], item_vectors=setup.vectors, prompt_len=args.prompt_len, **sizes)
+
+
+def make_alg(model: nn.Module, cls: type, steps: int, lr: float, first_order: bool, adapt) -> MAML:
+    alg = cls(inner_steps=steps, inner_lr=lr, first_order=first_order, adapt=list(adapt))
     alg.loss = BCE()
     alg.bind(model)
-    return model, alg
+    return alg
 
 
-def train(setup: Setup, args, seed: int, meta: bool,
-          start: Optional[TextSequenceNet] = None) -> tuple[TextSequenceNet, MetaSGD, dict]:
-    """Meta-train (``meta``) or train without adaptation, from ``start``'s weights if given (step 0 then counts as
-    a candidate); keep the step with the best validation NDCG@10."""
-    model, alg = build(setup, args, seed)
+def train(setup: Setup, args, seed: int, model: nn.Module, alg: MAML, inner_steps: Optional[int], total: int,
+          lr: float, start: Optional[nn.Module] = None) -> dict:
+    """Train ``model`` (and ``alg``'s meta-parameters) in place for ``total`` outer steps: meta-training through
+    ``inner_steps`` inner steps, or (``None``) plain next-item training without adaptation; from ``start``'s
+    weights if given (step 0 then counts as a candidate); keep the step with the best validation NDCG@10."""
     if start is not None:
         model.load_state_dict(start.state_dict())
     users = [u for u, s in setup.train_seqs.items() if len(s) >= setup.k + 1]
-    lr = args.lr if not meta or args.meta_lr is None else args.meta_lr
     opt = torch.optim.Adam(list(model.parameters()) + list(alg.parameters()), lr=lr)
     gen = torch.Generator().manual_seed(seed)
-    best, best_state, started, log = -1.0, None, time.time(), []
-    steps = args.inner_steps if meta else 0
-    total = args.meta_steps if meta else args.steps
+    best, best_state, started, log, loss = -1.0, None, time.time(), [], None
+    eval_steps = inner_steps or 0
     for step in range(0 if start is not None else 1, total + 1):
         if step > 0:
-            loss = float(outer_step(setup, model, alg, opt, args, users, gen, steps if meta else None))
+            loss = float(outer_step(setup, model, alg, opt, args, users, gen, inner_steps))
         if step % args.eval_every == 0 or step == total:
-            val = evaluate(setup, setup.val, scorer(model, alg, steps), seed)["full/ndcg@10"]
-            log.append({"step": step, "loss": loss if step else None, "val_full_ndcg@10": val,
-                        "s": time.time() - started})
-            print(f"  {'meta' if meta else 'plain'} step {step} val full NDCG@10 {val:.4f} ({time.time() - started:.0f}"
-                  " s)", flush=True)
+            val = evaluate(setup, setup.val, scorer(model, alg, eval_steps), seed)["full/ndcg@10"]
+            log.append({"step": step, "loss": loss, "val_full_ndcg@10": val, "s": time.time() - started})
+            print(f"  {type(model).__name__}/{alg.name} inner {inner_steps} step {step} val full NDCG@10 {val:.4f} "
+                  f"({time.time() - started:.0f} s)", flush=True)
             if val > best:
                 best, best_state = val, (copy.deepcopy(model.state_dict()), copy.deepcopy(alg.state_dict()))
     model.load_state_dict(best_state[0])
     alg.load_state_dict(best_state[1])
-    return model, alg, {"fit_s": time.time() - started, "best_val_full_ndcg@10": best, "log": log}
+    return {"fit_s": time.time() - started, "best_val_full_ndcg@10": best, "log": log}
 
 
-def outer_step(setup: Setup, model: TextSequenceNet, alg: MetaSGD, opt, args, users: list[int],
+def outer_step(setup: Setup, model: nn.Module, alg: MAML, opt, args, users: list[int],
                gen: torch.Generator, inner_steps: Optional[int]) -> Tensor:
-    """One outer step on a fresh meta-batch of training windows: the query loss after ``inner_steps`` Meta-SGD
+    """One outer step on a fresh meta-batch of training windows: the query loss after ``inner_steps`` inner
     steps, or (``None``) the loss of every next-item prediction of the windows without adaptation."""
     model.train()
     picked = [users[i] for i in torch.randint(len(users), (args.tasks_per_batch,), generator=gen).tolist()]
@@ -207,7 +223,7 @@ def outer_step(setup: Setup, model: TextSequenceNet, alg: MetaSGD, opt, args, us
     batch = sequence_batch(tasks, setup.train_items, args.support_negatives, args.query_negatives, gen,
                            exclude=setup.train_seqs)
     if inner_steps is not None:
-        loss = alg.run(model, batch, inner_steps, create_graph=not args.first_order).query_loss.mean()
+        loss = alg.run(model, batch, inner_steps, create_graph=not alg.first_order).query_loss.mean()
     else:  # every next-item prediction of the window, support and query alike
         loss = torch.cat([alg.loss(model(s.features), s.rating, s.mask) for s in (batch.support, batch.query)]).mean()
     opt.zero_grad()
@@ -216,20 +232,48 @@ def outer_step(setup: Setup, model: TextSequenceNet, alg: MetaSGD, opt, args, us
     return loss.detach()
 
 
-def finetuned(setup: Setup, model: TextSequenceNet, args, seed: int) -> tuple[dict, dict]:
-    """Test metrics of ``model`` with its prompt (and LoRA) fine-tuned per user by plain SGD, the step size chosen
-    on the validation users; (metrics, {lr: validation full NDCG@10})."""
+def finetuned(setup: Setup, model: nn.Module, args, seed: int, adapt) -> tuple[dict, dict]:
+    """Test metrics of ``model`` with its ``adapt`` parameters fine-tuned per user by ``--finetune_steps`` plain
+    SGD steps on the support, the step size chosen on the validation users; (metrics, {lr: val NDCG@10})."""
     val = {}
     for lr in args.finetune_lrs:
-        ft = MAML(inner_steps=args.finetune_steps, inner_lr=lr, first_order=True, adapt=list(PEFT_ADAPT))
-        ft.loss = BCE()
-        ft.bind(model)
+        ft = make_alg(model, MAML, args.finetune_steps, lr, True, adapt)
         val[lr] = evaluate(setup, setup.val, scorer(model, ft, args.finetune_steps), seed)["full/ndcg@10"]
     best = max(val, key=val.get)
-    ft = MAML(inner_steps=args.finetune_steps, inner_lr=best, first_order=True, adapt=list(PEFT_ADAPT))
-    ft.loss = BCE()
-    ft.bind(model)
+    ft = make_alg(model, MAML, args.finetune_steps, best, True, adapt)
     return evaluate(setup, setup.test, scorer(model, ft, args.finetune_steps), seed), {"val": val, "lr": best}
+
+
+def _id_rows(setup: Setup, args, seed: int, rows: dict, info: dict) -> None:
+    """The id-based SASRec-style backbone, unadapted and fully fine-tuned per user on the support."""
+    sas = make_model(setup, args, seed, "id")
+    sas_alg = make_alg(sas, MAML, 0, 0.0, True, ["*"])
+    fit = train(setup, args, seed, sas, sas_alg, None, args.steps, args.lr)
+    rows["SASRec (id, unadapted)"] = {**evaluate(setup, setup.test, scorer(sas, sas_alg, 0), seed),
+                                      "fit_s": fit["fit_s"]}
+    rows["SASRec (id) + fine-tuned"], info["finetune_sasrec"] = finetuned(setup, sas, args, seed, ["*"])
+    info["logs"]["sasrec"] = fit["log"]
+
+
+def _metatl_row(setup: Setup, args, seed: int, rows: dict, info: dict) -> None:
+    """MetaTL-style: relation vector from the support transitions, one first-order step, meta-trained."""
+    net = make_model(setup, args, seed, "metatl")
+    alg = make_alg(net, MAML, 1, args.metatl_inner_lr, True, METATL_ADAPT)
+    fit = train(setup, args, seed, net, alg, 1, args.steps, args.lr)
+    rows["MetaTL-style (text items)"] = {**evaluate(setup, setup.test, scorer(net, alg, 1), seed),
+                                         "fit_s": fit["fit_s"]}
+    info["logs"]["metatl"] = fit["log"]
+
+
+def _maml_row(setup: Setup, args, seed: int, plain: nn.Module, rows: dict, info: dict) -> None:
+    """Full-parameter MAML on the text backbone, meta-trained from the trained backbone like the meta prompt."""
+    net = make_model(setup, args, seed, "text")
+    alg = make_alg(net, MAML, args.inner_steps, args.maml_inner_lr, args.maml_first_order, ["*"])
+    fit = train(setup, args, seed, net, alg, args.inner_steps, args.maml_steps, args.meta_lr or args.lr, start=plain)
+    rows["full-parameter MAML (backbone)"] = {**evaluate(setup, setup.test, scorer(net, alg, args.inner_steps),
+                                                         seed), "fit_s": fit["fit_s"]}
+    info["logs"]["maml"] = fit["log"]
+    info["maml_adapted_per_user"] = sum(p.numel() for p in net.parameters())
 
 
 def run_seed(args, seed: int) -> dict:
@@ -237,20 +281,32 @@ def run_seed(args, seed: int) -> dict:
     print(f"seed {seed}: {len(setup.train_seqs)} training users, {len(setup.val)} val / {len(setup.test)} test cold"
           f" users, {len(setup.catalogue)} items (encoded in {setup.encode_s:.0f} s)", flush=True)
     rows = {"popularity": evaluate(setup, setup.test, lambda t, b: setup.counts.expand(len(t), -1), seed)}
-    plain, plain_alg, plain_info = train(setup, args, seed, meta=False)
+    info: dict = {"logs": {}}
+    if "sasrec" in args.baselines:
+        _id_rows(setup, args, seed, rows, info)
+    plain = make_model(setup, args, seed, "text")
+    plain_alg = make_alg(plain, MAML, 0, 0.0, True, PEFT_ADAPT)
+    plain_fit = train(setup, args, seed, plain, plain_alg, None, args.steps, args.lr)
     rows["backbone (unadapted)"] = {**evaluate(setup, setup.test, scorer(plain, plain_alg, 0), seed),
-                                    "fit_s": plain_info["fit_s"]}
-    rows["backbone + prompt fine-tuned"], chosen = finetuned(setup, plain, args, seed)
-    meta, alg, meta_info = train(setup, args, seed, meta=True, start=plain if args.meta_init == "plain" else None)
+                                    "fit_s": plain_fit["fit_s"]}
+    rows["backbone + prompt fine-tuned"], info["finetune"] = finetuned(setup, plain, args, seed, PEFT_ADAPT)
+    if "metatl" in args.baselines:
+        _metatl_row(setup, args, seed, rows, info)
+    if "maml" in args.baselines:
+        _maml_row(setup, args, seed, plain, rows, info)
+    meta = make_model(setup, args, seed, "text")
+    alg = make_alg(meta, MetaSGD, args.inner_steps, args.inner_lr, args.first_order, PEFT_ADAPT)
+    meta_fit = train(setup, args, seed, meta, alg, args.inner_steps, args.meta_steps, args.meta_lr or args.lr,
+                     start=plain if args.meta_init == "plain" else None)
     rows["meta prompt (zero-shot)"] = evaluate(setup, setup.test, scorer(meta, alg, 0), seed)
     rows["meta prompt (Meta-SGD)"] = {**evaluate(setup, setup.test, scorer(meta, alg, args.inner_steps), seed),
-                                      "fit_s": meta_info["fit_s"]}
+                                      "fit_s": meta_fit["fit_s"]}
     per_user = sum(dict(meta.named_parameters())[n].numel() for n in alg.adapted_names)
+    info["logs"].update(plain=plain_fit["log"], meta=meta_fit["log"])
     return {"seed": seed, "rows": rows, "test_users": len(setup.test), "val_users": len(setup.val),
             "adapted_per_user": per_user, "adapted_share": adapted_fraction(meta, alg.adapted_names),
             "backbone_params": sum(p.numel() for p in meta.parameters()), "encode_s": setup.encode_s,
-            "logs": {"plain": plain_info["log"], "meta": meta_info["log"]}, "finetune": chosen,
-            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **info}
 
 
 def table(results: list[dict]) -> str:
@@ -298,17 +354,75 @@ def parse(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--windows", choices=("random", "first"), default="random")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--meta_lr", type=float, default=None, help="outer Adam step size of meta-training (default --lr)")
+    p.add_argument("--baselines", nargs="*", default=["sasrec", "metatl", "maml"],
+                   choices=("sasrec", "metatl", "maml"), help="the optional baseline rows to run")
+    p.add_argument("--maml_steps", type=int, default=200, help="outer steps of full-parameter MAML")
+    p.add_argument("--maml_inner_lr", type=float, default=0.01)
+    p.add_argument("--maml_first_order", action="store_true")
+    p.add_argument("--metatl_inner_lr", type=float, default=1.0, help="MetaTL's step size on the relation")
     p.add_argument("--finetune_steps", type=int, default=10)
     p.add_argument("--finetune_lrs", type=float, nargs="+", default=[0.01, 0.1, 1.0])
     p.add_argument("--out", default="runs/sequence_table.md")
     p.add_argument("--raw", default=None, help="JSON of every number (default: --out with .json)")
+    p.add_argument("--plot", default=None, help="with --render: write the NDCG@10-versus-K PNG here (matplotlib)")
     p.add_argument("--render", nargs="+", default=None, metavar="RAW",
                    help="only write --out from these raw JSON files (their seeds pooled per K)")
     return p.parse_args(argv)
 
 
-def render(paths: list[str], out: Path) -> str:
-    """One table per K from saved raw JSON files (seeds pooled), then full-catalogue NDCG@10 per method and K."""
+MAIN_ROW = "meta prompt (Meta-SGD)"
+
+
+def per_seed(results: list[dict]) -> str:
+    """Full-catalogue NDCG@10 of every row on every seed, and on how many seeds the main row is above each."""
+    results = sorted(results, key=lambda r: r["seed"])
+    lines = ["| method | " + " | ".join(f"seed {r['seed']}" for r in results) + f" | {MAIN_ROW} above on |",
+             "|---|" + "---|" * (len(results) + 1)]
+    for name in results[0]["rows"]:
+        vals = [r["rows"][name]["full/ndcg@10"] for r in results]
+        above = sum(r["rows"][MAIN_ROW]["full/ndcg@10"] > v for r, v in zip(results, vals))
+        lines.append(f"| {name} | " + " | ".join(f"{v:.4f}" for v in vals) + " | "
+                     + ("" if name == MAIN_ROW else f"{above}/{len(results)}") + " |")
+    return "\n".join(lines) + "\n"
+
+
+def row_names(by_k: dict[int, list[dict]]) -> list[str]:
+    """Every row name of the runs, in first-seen order (runs of different K may hold different rows)."""
+    return list(dict.fromkeys(name for k in sorted(by_k) for r in by_k[k] for name in r["rows"]))
+
+
+def plot(by_k: dict[int, list[dict]], path: Path) -> bool:
+    """Full-catalogue NDCG@10 (mean over seeds, error bar one std) versus K per row, as a PNG, when matplotlib
+    (the ``bench`` extra) is importable; False without it."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name in row_names(by_k):
+        ks = [k for k in sorted(by_k) if name in by_k[k][0]["rows"]]
+        vals = [torch.tensor([r["rows"][name]["full/ndcg@10"] for r in by_k[k]], dtype=torch.float64) for k in ks]
+        std = [float(v.std()) if len(v) > 1 else 0.0 for v in vals]
+        ax.errorbar(ks, [float(v.mean()) for v in vals], yerr=std, marker="o", capsize=3, label=name)
+    ks = sorted(by_k)
+    ax.set_xlabel("support size K (a cold user's first K interactions)")
+    ax.set_ylabel("full-catalogue NDCG@10 (next item)")
+    ax.set_title("sequential-cold, ML-100K: " + ", ".join(f"K={k}: {len(by_k[k])} seeds" for k in ks), fontsize=9)
+    ax.set_xticks(ks)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def render(paths: list[str], out: Path, png: Optional[Path] = None) -> str:
+    """One table per K from saved raw JSON files (seeds pooled), the per-seed full-catalogue NDCG@10, then
+    full-catalogue NDCG@10 per method and K (and its plot at ``png``, when matplotlib is importable)."""
     by_k: dict[int, list[dict]] = {}
     for path in paths:
         raw = json.loads(Path(path).read_text())
@@ -316,28 +430,35 @@ def render(paths: list[str], out: Path) -> str:
     parts = []
     for k, results in sorted(by_k.items()):
         seeds = sorted(r["seed"] for r in results)
-        parts.append(f"### K = {k} (seeds {seeds}, {results[0]['test_users']} test cold users)\n\n" + table(results))
-    names = list(next(iter(by_k.values()))[0]["rows"])
+        parts.append(f"### K = {k} (seeds {seeds}, {results[0]['test_users']} test cold users)\n\n" + table(results)
+                     + f"\nFull-catalogue NDCG@10 per seed (K = {k}):\n\n" + per_seed(results))
+    names = row_names(by_k)
     lines = ["| method | " + " | ".join(f"K = {k}" for k in sorted(by_k)) + " |", "|---|" + "---|" * len(by_k)]
     for name in names:
-        cells = [sum(r["rows"][name]["full/ndcg@10"] for r in by_k[k]) / len(by_k[k]) for k in sorted(by_k)]
-        lines.append(f"| {name} | " + " | ".join(f"{c:.4f}" for c in cells) + " |")
+        cells = [[r["rows"][name]["full/ndcg@10"] for r in by_k[k] if name in r["rows"]] for k in sorted(by_k)]
+        lines.append(f"| {name} | " + " | ".join(f"{sum(c) / len(c):.4f}" if c else "" for c in cells) + " |")
     text = ("\n".join(parts) + "\n### Full-catalogue NDCG@10 versus K (mean over the seeds run)\n\n"
             + "\n".join(lines) + "\n")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
+    if png is not None and plot(by_k, png):
+        print(f"plot: {png}")
     return text
 
 
 def main(argv: Optional[list[str]] = None) -> list[dict]:
     args = parse(argv)
     if args.render:
-        print(render(args.render, Path(args.out)))
+        print(render(args.render, Path(args.out), Path(args.plot) if args.plot else None))
         return []
     torch.set_num_threads(1)
-    results = [run_seed(args, seed) for seed in args.seeds]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    raw = Path(args.raw or out.with_suffix(".json"))
+    results = []
+    for seed in args.seeds:  # the raw file after every seed, so a stopped run keeps the seeds it finished
+        results.append(run_seed(args, seed))
+        raw.write_text(json.dumps({"args": vars(args), "results": results}, indent=1))
     command = "python benchmarks/sequence_table.py " + " ".join(sys.argv[1:] if argv is None else argv)
     first = results[0]
     text = (f"`{command}`\n\nseeds {args.seeds}; K = {args.k}, query = next {args.query_size}; "
@@ -345,8 +466,6 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
             f"{first['adapted_per_user']} of {first['backbone_params']} backbone parameters "
             f"({100 * first['adapted_share']:.2f} %); peak RSS {first['peak_rss_mib']:.0f} MiB\n\n" + table(results))
     out.write_text(text)
-    Path(args.raw or out.with_suffix(".json")).write_text(json.dumps({"args": vars(args), "results": results},
-                                                                     indent=1))
     print(text)
     return results
 

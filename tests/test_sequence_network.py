@@ -9,8 +9,9 @@ from torch.func import functional_call, vmap
 import metarec_pl
 from metarec_pl.data.sequences import CANDIDATE, HISTORY, SequenceTask, sequence_batch, training_windows
 from metarec_pl.data.text import HashingEncoder
+from metarec_pl.data.types import DataError
 from metarec_pl.errors import ConfigError
-from metarec_pl.models.sequence import TextSequenceNet
+from metarec_pl.models.sequence import IdSequenceNet, TextSequenceNet
 
 NUM_ITEMS = 30
 
@@ -66,12 +67,12 @@ def test_state_after_a_prefix_ignores_later_items():
 
 def test_frozen_table_is_a_buffer_out_of_every_graph_and_unseen_items_score():
     model = network(prompt_len=2)
-    assert "encoder.item_table" in dict(model.named_buffers())
+    assert "encoder.items.item_table" in dict(model.named_buffers())
     assert all("item_table" not in n for n, _ in model.named_parameters())
     x = {HISTORY: torch.tensor([[1, 2, 0]]), CANDIDATE: torch.tensor([NUM_ITEMS - 1])}  # never trained: scorable
     score = model(x)
     score.sum().backward()
-    assert torch.isfinite(score).all() and not model.encoder.item_table.requires_grad
+    assert torch.isfinite(score).all() and not model.encoder.items.item_table.requires_grad
     assert model.encoder.prompt.grad is not None and model.encoder.prompt.grad.abs().sum() > 0
     assert model.item_vectors().shape == (NUM_ITEMS, 17)
     assert torch.allclose(model.state(x[HISTORY]) @ model.item_vectors()[NUM_ITEMS - 1], score)
@@ -85,6 +86,47 @@ def test_registered_and_bad_arguments_are_one_line():
         TextSequenceNet([], item_vectors=item_vectors(), dim=15)
     with pytest.raises(ConfigError, match="prompt_len must be an integer >= 0"):
         TextSequenceNet([], item_vectors=item_vectors(), prompt_len=-1)
+    assert metarec_pl.get_model("id-sequence") is IdSequenceNet
+    with pytest.raises(ConfigError, match="id-sequence: num_items must be an integer >= 1, got None"):
+        IdSequenceNet([])
+
+
+@pytest.mark.parametrize("kind", ["text", "id"])
+def test_score_all_equals_forward_of_each_candidate(kind):
+    torch.manual_seed(0)
+    if kind == "id":  # SASRec-style: learned id embeddings, no text table, no prompt
+        model = IdSequenceNet([], num_items=NUM_ITEMS, dim=16, heads=2, max_len=8).double()
+        assert "encoder.items.embedding" in dict(model.named_parameters())
+        assert not dict(model.named_buffers()).keys() & {"encoder.items.item_table"}
+        assert model.encoder.prompt.numel() == 0
+    else:
+        model = network(prompt_len=2)
+    history = torch.tensor([[4, 9, 0], [7, 0, 0]])
+    every = model.score_all(history)
+    assert every.shape == (2, NUM_ITEMS)
+    for i in range(2):
+        one = model({HISTORY: history[i].expand(NUM_ITEMS, -1), CANDIDATE: torch.arange(NUM_ITEMS)})
+        assert torch.allclose(every[i], one, atol=1e-10)
+
+
+def test_blind_support_negatives_avoid_only_the_support():
+    pool = torch.arange(6)
+    task = SequenceTask(0, torch.tensor([0, 1]), torch.tensor([2]))
+    # 2 x 2 support negatives among the 4 items outside the support: the query item 2 must be one of them
+    batch = sequence_batch([task], pool, 2, 3, torch.Generator().manual_seed(0), blind_support=True)
+    s, q = batch.support, batch.query
+    support_neg = set(s.features[CANDIDATE][0][(s.rating[0] == 0) & (s.mask[0] > 0)].tolist())
+    assert support_neg == {2, 3, 4, 5}
+    query_neg = set(q.features[CANDIDATE][0][(q.rating[0] == 0) & (q.mask[0] > 0)].tolist())
+    assert query_neg == {3, 4, 5}  # the query's negatives still avoid the support and the query
+    # the default keeps support negatives off the query too, so 4 of them cannot be drawn from {3, 4, 5}
+    with pytest.raises(DataError, match="3 candidate items left, 4 needed"):
+        sequence_batch([task], pool, 2, 3, torch.Generator().manual_seed(0))
+    # and the user's other known items (exclude) stay off the query's negatives only
+    batch = sequence_batch([task], torch.arange(9), 1, 2, torch.Generator().manual_seed(1),
+                           exclude={0: torch.tensor([6, 7, 8])}, blind_support=True)
+    q = batch.query
+    assert not set(q.features[CANDIDATE][0][q.rating[0] == 0].tolist()) & {0, 1, 2, 6, 7, 8}
 
 
 def test_next_item_batch_contexts_hold_only_earlier_support_items():

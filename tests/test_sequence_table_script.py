@@ -25,28 +25,69 @@ def test_rank_metrics_with_ties_average_over_orders():
     assert flat["hr@10"] == pytest.approx(10 / 30)
 
 
-def test_runs_end_to_end_on_tiny_files(tmp_path):
+ROWS = {"popularity", "SASRec (id, unadapted)", "SASRec (id) + fine-tuned", "backbone (unadapted)",
+        "backbone + prompt fine-tuned", "MetaTL-style (text items)", "full-parameter MAML (backbone)",
+        "meta prompt (zero-shot)", "meta prompt (Meta-SGD)"}
+
+
+def test_runs_end_to_end_on_tiny_files(tmp_path, monkeypatch):
     root = write_ml100k(tmp_path / "ml", log_rows(num_users=60, num_items=150), num_users=60, num_items=150)
     (root / "u.genre").write_text("".join(f"G{g}|{g}\n" for g in range(19)))
+    drawn = []  # every evaluation batch: (tasks, batch)
+    real_batch = sequence_table.sequence_batch
+
+    def spy(tasks, *args, **kw):
+        batch = real_batch(tasks, *args, **kw)
+        if kw.get("exclude") is not None and args[1:3] == (4, 100):
+            drawn.append((tasks, batch))
+        return batch
+
+    monkeypatch.setattr(sequence_table, "sequence_batch", spy)
     out = tmp_path / "table.md"
     results = sequence_table.main([
         "--root", str(root), "--encoder", "hashing", "--cache_dir", str(tmp_path / "c"), "--steps", "2",
-        "--meta_steps", "2", "--eval_every", "2", "--tasks_per_batch", "4", "--dim", "8", "--k", "3",
-        "--finetune_steps", "1", "--finetune_lrs", "0.1", "1.0", "--out", str(out)])
+        "--meta_steps", "2", "--maml_steps", "2", "--eval_every", "2", "--tasks_per_batch", "4", "--dim", "8",
+        "--k", "3", "--finetune_steps", "1", "--finetune_lrs", "0.1", "1.0", "--out", str(out)])
     raw = json.loads(out.with_suffix(".json").read_text())
-    assert raw["results"][0]["rows"].keys() == results[0]["rows"].keys() == {
-        "popularity", "backbone (unadapted)", "backbone + prompt fine-tuned", "meta prompt (zero-shot)",
-        "meta prompt (Meta-SGD)"}
+    assert raw["results"][0]["rows"].keys() == results[0]["rows"].keys() == ROWS
     assert results[0]["finetune"]["lr"] in (0.1, 1.0) and set(results[0]["finetune"]["val"]) == {0.1, 1.0}
+    assert results[0]["maml_adapted_per_user"] == results[0]["backbone_params"] > results[0]["adapted_per_user"]
     for row in results[0]["rows"].values():
         for key in ("full/hr@10", "full/ndcg@10", "full/mrr", "sampled/hr@10", "sampled/ndcg@10", "sampled/mrr"):
             assert 0.0 <= row[key] <= 1.0
         assert row["sampled/hr@10"] >= row["full/hr@10"]  # 100 negatives are never harder than the catalogue
+    # evaluation: support negatives avoid the support only (so they may be items the user rates later: the
+    # future is unknown when adapting), the query's 100 negatives avoid the user's whole history
+    history = sequence_table.user_sequences(*_data_and_rows(root))
+    later_drawn = 0
+    for tasks, batch in drawn:
+        s, q = batch.support, batch.query
+        for i, task in enumerate(tasks):
+            support_neg = set(s.features["seq_item"][i][(s.rating[i] == 0) & (s.mask[i] > 0)].tolist())
+            query_neg = set(q.features["seq_item"][i][(q.rating[i] == 0) & (q.mask[i] > 0)].tolist())
+            assert not support_neg & set(task.support.tolist())
+            assert not query_neg & set(history[task.user].tolist())
+            later_drawn += len(support_neg & set(history[task.user].tolist()))
+    assert drawn and later_drawn > 0
     text = out.read_text()
     assert "| meta prompt (Meta-SGD) |" in text and "adapted per user" in text
-    sequence_table.main(["--render", str(out.with_suffix(".json")), "--out", str(tmp_path / "r.md")])
+    png = tmp_path / "k.png"
+    sequence_table.main(["--render", str(out.with_suffix(".json")), "--out", str(tmp_path / "r.md"), "--plot",
+                         str(png)])
     rendered = (tmp_path / "r.md").read_text()
     assert "### K = 3 (seeds [0]" in rendered and "| meta prompt (Meta-SGD) | " in rendered.split("versus K")[1]
+    seed_rows = rendered.split("NDCG@10 per seed (K = 3)")[1].split("###")[0]
+    ndcg = {n: r["full/ndcg@10"] for n, r in results[0]["rows"].items()}
+    above = int(ndcg["meta prompt (Meta-SGD)"] > ndcg["popularity"])
+    assert f"| popularity | {ndcg['popularity']:.4f} | {above}/1 |" in seed_rows
+    pytest.importorskip("matplotlib")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _data_and_rows(root):
+    data = sequence_table.MovieLens100K(root=str(root), protocol="sequential-cold", support_size=3, query_size=1,
+                                        cache=False).load()
+    return data, torch.arange(len(data.user))
 
 
 def test_memory_script_compares_the_prompt_with_full_parameter_maml():

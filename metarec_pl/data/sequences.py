@@ -12,7 +12,8 @@ items ``s_1..s_K`` and query items ``q_1..q_Q`` becomes
 
 so the shared inner loop (``metarec_pl.inner``) adapts on next-item prediction within the support and is judged
 on the next items, and the masks make tasks of different sizes exact.  Negatives are drawn uniformly without
-replacement from ``pool`` minus ``exclude`` (the user's known items).
+replacement from ``pool`` minus ``exclude`` (the user's known items); with ``blind_support`` the support's
+negatives avoid only the support (nothing a model could not know when it adapts).
 """
 
 from __future__ import annotations
@@ -93,15 +94,21 @@ def _samples(per_task: list[list], users: list[int], width: int) -> Samples:
 
 
 def sequence_batch(tasks: Sequence[SequenceTask], pool: Tensor, support_negatives: int, query_negatives: int,
-                   generator: torch.Generator, exclude: Optional[dict[int, Tensor]] = None) -> TaskBatch:
+                   generator: torch.Generator, exclude: Optional[dict[int, Tensor]] = None,
+                   blind_support: bool = False) -> TaskBatch:
     """A padded meta-batch of next-item tasks (see the module docstring).  ``exclude``: user -> items never drawn
-    as that user's negatives (default: the task's own support and query items)."""
+    as that user's negatives (default: the task's own support and query items).  ``blind_support``: the support
+    negatives avoid only the task's support items, i.e. they are drawn from what a deployed model knows when it
+    adapts (a cold user's query and later items are the future: avoiding them would tell the model which items
+    they are not, so a query item may be drawn as a support negative); the query negatives still avoid the
+    support, the query and ``exclude``.  Use it for evaluation; training windows may avoid the whole history."""
     width = max(1, max(len(t.support) for t in tasks))
     supports, queries = [], []
     for task in tasks:
         own = torch.cat([task.support, task.query])
         banned = own if exclude is None else torch.cat([own, exclude.get(task.user, own[:0])])
-        s_neg = draw(pool, banned, support_negatives * len(task.support), generator).view(len(task.support), -1)
+        s_banned = task.support if blind_support else banned
+        s_neg = draw(pool, s_banned, support_negatives * len(task.support), generator).view(len(task.support), -1)
         q_neg = draw(pool, banned, query_negatives * len(task.query), generator).view(len(task.query), -1)
         s, q = _task_samples(task, s_neg, q_neg, width)
         supports.append(s)

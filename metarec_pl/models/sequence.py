@@ -79,21 +79,45 @@ class Block(nn.Module):
         return x + self.mlp(self.ln2(x))
 
 
+class ItemTokens(nn.Module):
+    """Item code -> a d-vector, ``forward() -> [num_items, d]`` for every code at once.
+
+    With ``item_vectors`` ``[num_items, text_dim]`` (frozen encoder vectors): a buffer ``item_table``, whitened
+    per dimension, then a learned ``Linear`` adaptor and LayerNorm (no gradient ever reaches the table).  Without
+    (``item_vectors=None``, ``num_items`` given): a learned id embedding (as in SASRec, Kang & McAuley 2018), then
+    LayerNorm; an item never trained keeps its random start, so ids cannot score new items.
+    """
+
+    def __init__(self, item_vectors: Optional[Tensor], dim: int, num_items: Optional[int] = None) -> None:
+        super().__init__()
+        if item_vectors is not None:
+            table = item_vectors.detach().float()
+            mean, std = table.mean(0), table.std(0).clamp_min(1e-6)
+            self.register_buffer("item_table", (table - mean) / std)  # whitened frozen vectors (no ratings used)
+            self.adaptor = nn.Linear(table.shape[1], dim)
+            self.num_items = table.shape[0]
+        else:
+            self.item_table = None
+            self.embedding = nn.Parameter(torch.randn(num_items, dim) * 0.02)
+            self.num_items = num_items
+        self.item_norm = nn.LayerNorm(dim)
+
+    def forward(self) -> Tensor:
+        raw = self.adaptor(self.item_table) if self.item_table is not None else self.embedding
+        return self.item_norm(raw)
+
+
 class SequenceEncoder(nn.Module):
     """features -> ``cat(state, item)`` [..., 2(d + 1)]: the sequence state after the history and the candidate's
     adapted text vector, each with one more entry (1 and the item's bias) so their dot product adds the bias."""
 
-    def __init__(self, item_vectors: Tensor, dim: int, blocks: int, heads: int, max_len: int, prompt_len: int,
-                 lora_rank: int, item_bias: bool = True) -> None:
+    def __init__(self, item_vectors: Optional[Tensor], dim: int, blocks: int, heads: int, max_len: int,
+                 prompt_len: int, lora_rank: int, item_bias: bool = True, num_items: Optional[int] = None) -> None:
         super().__init__()
-        table = item_vectors.detach().float()
-        mean, std = table.mean(0), table.std(0).clamp_min(1e-6)
-        self.register_buffer("item_table", (table - mean) / std)  # whitened frozen vectors (no ratings used)
-        self.adaptor = nn.Linear(table.shape[1], dim)
-        self.item_norm = nn.LayerNorm(dim)
+        self.items = ItemTokens(item_vectors, dim, num_items)
         # one learned score offset per item code, zero at the start (so an item never trained keeps 0): lets the
         # model learn popularity, which no text vector states
-        self.bias = nn.Parameter(torch.zeros(table.shape[0])) if item_bias else None
+        self.bias = nn.Parameter(torch.zeros(self.items.num_items)) if item_bias else None
         self.positions = nn.Parameter(torch.randn(max_len, dim) * 0.02)
         self.start = nn.Parameter(torch.randn(dim) * 0.02)  # read when the history is empty
         self.prompt = nn.Parameter(torch.randn(prompt_len, dim) * 0.02)
@@ -103,8 +127,8 @@ class SequenceEncoder(nn.Module):
         self.out_dim = 2 * (dim + 1)
 
     def embeddings(self) -> Tensor:
-        """Adapted vectors [num_items, d] of every item code (the frozen table through the adaptor): the tokens."""
-        return self.item_norm(self.adaptor(self.item_table))
+        """Vectors [num_items, d] of every item code (``ItemTokens``): the tokens and the scored items."""
+        return self.items()
 
     def catalogue(self, embeddings: Optional[Tensor] = None) -> Tensor:
         """[num_items, d + 1] every item's scoring vector: its embedding and its bias (0 without ``item_bias``)."""
@@ -153,6 +177,12 @@ class DotHead(nn.Module):
         return (state * item).sum(-1, keepdim=True)
 
 
+def _check_sizes(who: str, **sizes: tuple[int, int]) -> None:
+    for name, (value, low) in sizes.items():
+        if not isinstance(value, int) or value < low:
+            raise ConfigError(f"{who}: {name} must be an integer >= {low}, got {value!r}")
+
+
 class TextSequenceNet(RatingModel):
     """The registered network ``text-sequence`` (see the module docstring).
 
@@ -163,6 +193,8 @@ class TextSequenceNet(RatingModel):
     (a logit; train with the ``bce`` or ``bpr`` loss).  ``ConfigError`` for missing vectors or bad sizes.
     """
 
+    network_name = "text-sequence"
+
     def __init__(self, schema: Sequence[FeatureSpec], item_vectors: Optional[Tensor] = None, dim: int = 64,
                  blocks: int = 2, heads: int = 2, max_len: int = 50, prompt_len: int = 4, lora_rank: int = 0,
                  item_bias: bool = True) -> None:
@@ -170,11 +202,14 @@ class TextSequenceNet(RatingModel):
         if not isinstance(item_vectors, Tensor) or item_vectors.dim() != 2:
             raise ConfigError("text-sequence: network_args.item_vectors must be the [num_items, text_dim] tensor "
                               f"of frozen item text vectors, got {type(item_vectors).__name__}")
-        for name, value, low in (("dim", dim, 1), ("blocks", blocks, 1), ("heads", heads, 1),
-                                 ("max_len", max_len, 1), ("prompt_len", prompt_len, 0), ("lora_rank", lora_rank, 0)):
-            if not isinstance(value, int) or value < low:
-                raise ConfigError(f"text-sequence: {name} must be an integer >= {low}, got {value!r}")
-        self.encoder = SequenceEncoder(item_vectors, dim, blocks, heads, max_len, prompt_len, lora_rank, item_bias)
+        self._build(item_vectors, None, dim, blocks, heads, max_len, prompt_len, lora_rank, item_bias)
+
+    def _build(self, item_vectors: Optional[Tensor], num_items: Optional[int], dim: int, blocks: int, heads: int,
+               max_len: int, prompt_len: int, lora_rank: int, item_bias: bool) -> None:
+        _check_sizes(self.network_name, dim=(dim, 1), blocks=(blocks, 1), heads=(heads, 1), max_len=(max_len, 1),
+                     prompt_len=(prompt_len, 0), lora_rank=(lora_rank, 0))
+        self.encoder = SequenceEncoder(item_vectors, dim, blocks, heads, max_len, prompt_len, lora_rank, item_bias,
+                                       num_items)
         self.head = DotHead()
 
     def state(self, history: Tensor) -> Tensor:
@@ -183,8 +218,31 @@ class TextSequenceNet(RatingModel):
         return self.encoder.state(history)
 
     def item_vectors(self) -> Tensor:
-        """[num_items, d + 1] scoring vectors of every item code (adapted text vector, bias)."""
+        """[num_items, d + 1] scoring vectors of every item code (adapted item vector, bias)."""
         return self.encoder.catalogue()
+
+    def score_all(self, history: Tensor) -> Tensor:
+        """Scores [..., num_items] of every item code after ``history`` [..., L] (the logits ``forward`` gives)."""
+        return self.state(history) @ self.item_vectors().T
+
+
+class IdSequenceNet(TextSequenceNet):
+    """The registered network ``id-sequence``: the same causal backbone over learned item-id embeddings instead
+    of text vectors, SASRec-style (Kang & McAuley 2018: item embeddings shared by input and output, learned
+    positions, causal self-attention); a baseline that cannot score items it never trained on.
+
+    ``num_items`` (required, item codes 0..num_items-1); the other arguments as ``text-sequence`` (``prompt_len``
+    defaults to 0 here: SASRec has no prompt).  ``ConfigError`` for a missing ``num_items`` or bad sizes.
+    """
+
+    network_name = "id-sequence"
+
+    def __init__(self, schema: Sequence[FeatureSpec], num_items: Optional[int] = None, dim: int = 64,
+                 blocks: int = 2, heads: int = 2, max_len: int = 50, prompt_len: int = 0, lora_rank: int = 0,
+                 item_bias: bool = True) -> None:
+        RatingModel.__init__(self, schema)
+        _check_sizes(self.network_name, num_items=(num_items, 1))
+        self._build(None, num_items, dim, blocks, heads, max_len, prompt_len, lora_rank, item_bias)
 
 
 def adapted_fraction(model: nn.Module, names: Sequence[str]) -> float:
