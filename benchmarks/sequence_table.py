@@ -44,7 +44,7 @@ from torch.func import functional_call, vmap
 from metarec_pl.algorithms.maml import MAML
 from metarec_pl.algorithms.metasgd import MetaSGD
 from metarec_pl.data.movielens import MovieLens100K
-from metarec_pl.data.sequences import CANDIDATE, HISTORY, SequenceTask, cold_tasks, sequence_batch, \
+from metarec_pl.data.sequences import HISTORY, SequenceTask, cold_tasks, sequence_batch, \
     training_windows, user_sequences
 from metarec_pl.data.sequential import SCENARIO
 from metarec_pl.data.text import encode_texts, make_encoder
