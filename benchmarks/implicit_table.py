@@ -30,12 +30,10 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional
 
 import pandas as pd
 
 from metarec_pl import harness
-from metarec_pl.errors import ConfigError
 
 FOLDER = Path(__file__).resolve().parents[1] / "configs" / "benchmarks" / "implicit"  # the rows and table.yaml
 
@@ -152,14 +150,6 @@ def save(raw: Path, meta: dict, results: list[dict]) -> None:
     raw.write_text(json.dumps(dict(meta=meta, results=results), indent=1))
 
 
-def chosen(named: Optional[list[str]], known: list[str], what: str) -> list[str]:
-    """``named`` (default: every one of ``known``); ``ConfigError`` for a name the table does not have."""
-    unknown = [n for n in named or [] if n not in known]
-    if unknown:
-        raise ConfigError(f"unknown {what}(s) {', '.join(unknown)}; expected some of: {', '.join(known)}")
-    return named or known
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--root", default="../shared/data/ml-1m")
@@ -188,8 +178,8 @@ def main() -> None:
         note = {"note": args.note} if args.note is not None else {}
         Path(args.out).write_text(render(saved["results"], {**saved["meta"], **note}))
         return
-    args.methods = chosen(args.methods, list(table().rows), "row")
-    args.scenarios = chosen(args.scenarios, list(table().scenarios), "scenario")
+    args.methods = harness.chosen(args.methods, list(table().rows), "row")
+    args.scenarios = harness.chosen(args.scenarios, list(table().scenarios), "scenario")
     lr = table().config(gradient_based()[0])["model"]["optimizer"]["init_args"]["lr"]
     meta = harness.provenance(threads=args.threads, lr=lr, wall_s={})
     results: list[dict] = []

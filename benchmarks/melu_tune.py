@@ -25,8 +25,6 @@ import sys
 import time
 from pathlib import Path
 
-import lightning as L
-
 from metarec_pl import harness
 
 TABLE = Path(__file__).resolve().parents[1] / "configs" / "benchmarks" / "melu"  # the MeLU table's rows
@@ -41,22 +39,10 @@ def held_out_items(config: dict) -> dict:
     return {"data": {"dataset_args": args, "candidates": None}}
 
 
-class Curves(L.Callback):
-    """Validation MAE per scenario after every epoch (validation runs before ``on_train_epoch_end``)."""
-
-    def __init__(self) -> None:
-        self.rows: list[dict] = []
-
-    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        m = trainer.callback_metrics
-        self.rows.append({"epoch": trainer.current_epoch + 1, "warm": float(m["val/warm/mae"]),
-                          "item-cold": float(m["val/item-cold/mae"])})
-
-
 def tune_one(name: str, seed: int, root: str) -> dict:
     config = harness.load_table(TABLE).config(name)
     module, dm, config = harness.build(config, root, seed, held_out_items(config))
-    curves = Curves()
+    curves = harness.ValidationCurves(("warm", "item-cold"))
     start = time.perf_counter()
     harness.trainer(harness.max_epochs(config), [curves],
                     gradient_clip_val=config["trainer"].get("gradient_clip_val")).fit(module, dm)

@@ -25,25 +25,10 @@ import os
 import time
 from pathlib import Path
 
-import lightning as L
-
 from metarec_pl import harness
 
 TABLE = Path(__file__).resolve().parents[1] / "configs" / "benchmarks" / "melu-all-ratings"
 SCENARIOS = ("warm", "item-cold")
-
-
-class Curves(L.Callback):
-    """Validation MAE per scenario after every epoch."""
-
-    def __init__(self) -> None:
-        self.rows: list[dict] = []
-
-    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        m = trainer.callback_metrics
-        self.rows.append({"epoch": trainer.current_epoch + 1, "time": time.perf_counter(),
-                          **{sc: round(float(m[f"val/{sc}/mae"]), 5) for sc in SCENARIOS if f"val/{sc}/mae" in m}})
-        print(json.dumps(self.rows[-1]), flush=True)
 
 
 def validate_all(module, dm) -> dict[str, float]:
@@ -87,12 +72,10 @@ def main(argv=None) -> None:
     load = os.getloadavg()
     module, dm, config = harness.build(config, args.root, args.seed, overrides, where=args.method)
     epochs = args.epochs or harness.max_epochs(config)
-    curves, keep = Curves(), harness.KeepEpoch(args.keep)
+    curves, keep = harness.ValidationCurves(SCENARIOS, echo=True), harness.KeepEpoch(args.keep)
     start = time.perf_counter()
     harness.trainer(epochs, [curves, keep], config["trainer"].get("gradient_clip_val")).fit(module, dm)
     fit_s = time.perf_counter() - start
-    for r in curves.rows:
-        r["time"] = round(r["time"] - start, 1)
     grid = json.loads(args.grid)
     last = grid_values(module, dm, grid) if grid else []
     kept = []

@@ -245,13 +245,14 @@ class MetaLearner(L.LightningModule):
         threshold = getattr(datamodule, "like_threshold", None)
         if self.hparams.like_threshold is None and self.data_info.like_threshold is None and threshold is not None:
             self.metrics.like_threshold = float(threshold)
-        fit_ratings = getattr(self.algorithm, "fit_ratings", None)
         data = getattr(datamodule, "data", None)
-        if stage == "fit" and fit_ratings is not None and data is not None:
-            fit_ratings(data, torch.cat(list(data.splits["train"].values())))
-        remember_ratings = getattr(self.algorithm, "remember_ratings", None)
-        if remember_ratings is not None and data is not None:  # every stage: a checkpoint loaded to test needs them
-            remember_ratings(data, torch.cat(list(data.splits["train"].values())))
+        takers = [getattr(self.algorithm, "fit_ratings", None) if stage == "fit" else None,
+                  getattr(self.algorithm, "remember_ratings", None)]  # every stage: a checkpoint loaded to test too
+        takers = [take for take in takers if take is not None]
+        if data is not None and takers:
+            rows = torch.cat(list(data.splits["train"].values()))  # once, for both
+            for take in takers:
+                take(data, rows)
 
     def forward(self, features: dict[str, Tensor]) -> Tensor:
         """Predictions of the meta-learned (unadapted) network."""

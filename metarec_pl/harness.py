@@ -19,6 +19,7 @@ import contextlib
 import copy
 import io
 import itertools
+import json
 import logging
 import os
 import platform
@@ -190,6 +191,33 @@ class KeepEpoch(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if trainer.current_epoch + 1 == self.epoch:
             self.state = copy.deepcopy(module.state_dict())
+
+
+class ValidationCurves(L.Callback):
+    """Records, after every epoch's validation, ``{"epoch", "time" (s since the fit began), <scenario>: MAE}`` for
+    each of ``scenarios`` that was validated (``rows``); ``echo``: also print each row as JSON."""
+
+    def __init__(self, scenarios: Sequence[str], echo: bool = False) -> None:
+        self.scenarios, self.echo, self.rows, self.start = tuple(scenarios), echo, [], time.perf_counter()
+
+    def on_fit_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        m = trainer.callback_metrics
+        self.rows.append({"epoch": trainer.current_epoch + 1, "time": round(time.perf_counter() - self.start, 1),
+                          **{sc: round(float(m[f"val/{sc}/mae"]), 5) for sc in self.scenarios
+                             if f"val/{sc}/mae" in m}})
+        if self.echo:
+            print(json.dumps(self.rows[-1]), flush=True)
+
+
+def chosen(named: Optional[Sequence[str]], known: Sequence[str], what: str = "row") -> list[str]:
+    """``named`` (default: every one of ``known``); ``ConfigError`` naming those ``known`` does not hold."""
+    unknown = [n for n in named or [] if n not in known]
+    if unknown:
+        raise ConfigError(f"unknown {what}(s) {', '.join(unknown)}; expected some of: {', '.join(known)}")
+    return list(named or known)
 
 
 def fit_best(module: MetaLearner, dm: MetaDataModule, epochs: int, keep_epoch: Optional[int] = None,
