@@ -34,6 +34,7 @@ import math
 import resource
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -42,13 +43,16 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
 from metarec_pl.algorithms.maml import MAML
+from metarec_pl.algorithms.melu import MeLU
 from metarec_pl.algorithms.metasgd import MetaSGD
 from metarec_pl.data.movielens import MovieLens100K
 from metarec_pl.data.sequences import HISTORY, SequenceTask, cold_tasks, sequence_batch, \
     training_windows, user_sequences
 from metarec_pl.data.sequential import SCENARIO
-from metarec_pl.data.text import encode_texts, make_encoder
+from metarec_pl.data.text import add_text_features, encode_texts, make_encoder
+from metarec_pl.data.types import TaskBatch
 from metarec_pl.losses import BCE
+from metarec_pl.models.melu import MeLUNet
 from metarec_pl.models.metatl import METATL_ADAPT, MetaTLNet
 from metarec_pl.models.sequence import PEFT_ADAPT, IdSequenceNet, TextSequenceNet, adapted_fraction
 
@@ -104,8 +108,11 @@ class Setup:
         self.history = user_sequences(data, torch.arange(len(data.user)))  # every item of a user: never a negative
         self.k, self.query_size = k, query_size
         started = time.time()
-        self.vectors = encode_texts(item_texts(root, data), make_encoder(encoder), cache_dir)
+        texts = item_texts(root, data)
+        self.vectors = encode_texts(texts, make_encoder(encoder), cache_dir)
         self.encode_s = time.time() - started
+        # the per-(user, item) networks (maml, melu rows): ML-100K's user and item fields plus the same text vectors
+        self.feature_data = add_text_features(data, "item", texts, make_encoder(encoder), cache_dir=cache_dir)
 
 
 def evaluate(setup: Setup, tasks: list[SequenceTask], score_users: Callable, seed: int) -> dict[str, float]:
@@ -161,9 +168,36 @@ def adapted_scores(model: nn.Module, alg: MAML, batch, steps: int) -> Tensor:
         return vmap(one)(fast, context)
 
 
-def scorer(model: nn.Module, alg: MAML, steps: int) -> Callable:
+def feature_batch(setup: Setup, batch: TaskBatch) -> TaskBatch:
+    """``batch`` (a ``sequence_batch``) with each sample's per-(user, item) fields in place of its sequence
+    context: the same users, items, labels and negatives, for networks that read no sequence (``melu``)."""
+    def fields(s):
+        return replace(s, features=setup.feature_data.features(s.user, s.item))
+    return replace(batch, support=fields(batch.support), query=fields(batch.query))
+
+
+def feature_scores(setup: Setup, model: nn.Module, alg: MAML, batch: TaskBatch, steps: int) -> Tensor:
+    """[tasks, num_items] scores of every item for each task's user (``batch.key``) by a per-(user, item)
+    network, with the fast weights of ``steps`` inner steps of ``alg`` on the user's support."""
+    items = torch.arange(setup.data.num_items)
+    grid = setup.feature_data.features(batch.key[:, None].expand(-1, len(items)), items.expand(len(batch), -1))
+    if steps == 0:
+        with torch.no_grad():
+            return model(grid)
+    alg.needs_fast_weights = True
+    with torch.no_grad():
+        fast = alg.run(model, feature_batch(setup, batch), steps, create_graph=False).fast_weights
+        base = {n: p for n, p in [*model.named_parameters(), *model.named_buffers()]}
+        return vmap(lambda w, f: functional_call(model, {**base, **w}, (f,)))(fast, grid)
+
+
+def scorer(model: nn.Module, alg: MAML, steps: int, features: Optional[Setup] = None) -> Callable:
+    """``score_users`` of ``evaluate``: a sequence network's scores (or, given ``features``: the ``Setup`` whose
+    per-(user, item) fields a feature network reads) after ``steps`` inner steps on each support."""
     def score(tasks, batch):
         model.eval()
+        if features is not None:
+            return feature_scores(features, model, alg, batch, steps)
         return adapted_scores(model, alg, batch, steps)
     return score
 
@@ -187,10 +221,11 @@ def make_alg(model: nn.Module, cls: type, steps: int, lr: float, first_order: bo
 
 
 def train(setup: Setup, args, seed: int, model: nn.Module, alg: MAML, inner_steps: Optional[int], total: int,
-          lr: float, start: Optional[nn.Module] = None) -> dict:
+          lr: float, start: Optional[nn.Module] = None, features: bool = False) -> dict:
     """Train ``model`` (and ``alg``'s meta-parameters) in place for ``total`` outer steps: meta-training through
     ``inner_steps`` inner steps, or (``None``) plain next-item training without adaptation; from ``start``'s
-    weights if given (step 0 then counts as a candidate); keep the step with the best validation NDCG@10."""
+    weights if given (step 0 then counts as a candidate); keep the step with the best validation NDCG@10.
+    ``features``: ``model`` reads per-(user, item) fields (``feature_batch``), not a sequence."""
     if start is not None:
         model.load_state_dict(start.state_dict())
     users = [u for u, s in setup.train_seqs.items() if len(s) >= setup.k + 1]
@@ -200,9 +235,10 @@ def train(setup: Setup, args, seed: int, model: nn.Module, alg: MAML, inner_step
     eval_steps = inner_steps or 0
     for step in range(0 if start is not None else 1, total + 1):
         if step > 0:
-            loss = float(outer_step(setup, model, alg, opt, args, users, gen, inner_steps))
+            loss = float(outer_step(setup, model, alg, opt, args, users, gen, inner_steps, features))
         if step % args.eval_every == 0 or step == total:
-            val = evaluate(setup, setup.val, scorer(model, alg, eval_steps), seed)["full/ndcg@10"]
+            val = evaluate(setup, setup.val, scorer(model, alg, eval_steps, setup if features else None),
+                           seed)["full/ndcg@10"]
             log.append({"step": step, "loss": loss, "val_full_ndcg@10": val, "s": time.time() - started})
             print(f"  {type(model).__name__}/{alg.name} inner {inner_steps} step {step} val full NDCG@10 {val:.4f} "
                   f"({time.time() - started:.0f} s)", flush=True)
@@ -214,7 +250,7 @@ def train(setup: Setup, args, seed: int, model: nn.Module, alg: MAML, inner_step
 
 
 def outer_step(setup: Setup, model: nn.Module, alg: MAML, opt, args, users: list[int],
-               gen: torch.Generator, inner_steps: Optional[int]) -> Tensor:
+               gen: torch.Generator, inner_steps: Optional[int], features: bool = False) -> Tensor:
     """One outer step on a fresh meta-batch of training windows: the query loss after ``inner_steps`` inner
     steps, or (``None``) the loss of every next-item prediction of the windows without adaptation."""
     model.train()
@@ -222,6 +258,8 @@ def outer_step(setup: Setup, model: nn.Module, alg: MAML, opt, args, users: list
     tasks = training_windows(setup.train_seqs, picked, setup.k, 1, gen, start=args.windows)
     batch = sequence_batch(tasks, setup.train_items, args.support_negatives, args.query_negatives, gen,
                            exclude=setup.train_seqs)
+    if features:
+        batch = feature_batch(setup, batch)
     if inner_steps is not None:
         loss = alg.run(model, batch, inner_steps, create_graph=not alg.first_order).query_loss.mean()
     else:  # every next-item prediction of the window, support and query alike
@@ -276,6 +314,27 @@ def _maml_row(setup: Setup, args, seed: int, plain: nn.Module, rows: dict, info:
     info["maml_adapted_per_user"] = sum(p.numel() for p in net.parameters())
 
 
+FEATURE_ROWS = {  # row -> (algorithm, inner steps, inner step size, adapted parameters)
+    "maml (MeLU network, fields + text)": (MAML, 3, 0.1, ["head.*"]),
+    "melu (MeLU-5, fields + text)": (MeLU, 5, 5e-6, ["head.*"]),
+}
+
+
+def _feature_rows(setup: Setup, args, seed: int, rows: dict, info: dict) -> None:
+    """The project's per-(user, item) meta-learners on the same users: the MeLU network (Lee et al., KDD 2019;
+    ML-100K's user and item fields plus the same frozen text vectors, embeddings 32, decision layers [64, 64])
+    meta-trained from scratch on the training windows (BCE, the same negatives), adapted per user on the support.
+    ``maml``: the implicit-feedback table's ``maml+bce`` settings (3 steps of 0.1 on ``head.*``); ``melu``: the
+    ``melu`` preset's local update (5 steps of 5e-6 on ``head.*``), with this table's outer Adam step size."""
+    for name, (cls, steps, lr, adapt) in FEATURE_ROWS.items():
+        torch.manual_seed(seed)
+        net = MeLUNet(setup.feature_data.schema, embedding_dim=32, hidden=(64, 64))
+        alg = make_alg(net, cls, steps, lr, False, adapt)
+        fit = train(setup, args, seed, net, alg, steps, args.steps, args.lr, features=True)
+        rows[name] = {**evaluate(setup, setup.test, scorer(net, alg, steps, setup), seed), "fit_s": fit["fit_s"]}
+        info["logs"][cls.__name__.lower()] = fit["log"]
+
+
 def run_seed(args, seed: int) -> dict:
     setup = Setup(args.root, seed, args.k, args.query_size, args.encoder, args.cache_dir)
     print(f"seed {seed}: {len(setup.train_seqs)} training users, {len(setup.val)} val / {len(setup.test)} test cold"
@@ -284,6 +343,12 @@ def run_seed(args, seed: int) -> dict:
     info: dict = {"logs": {}}
     if "sasrec" in args.baselines:
         _id_rows(setup, args, seed, rows, info)
+    if args.baselines_only and "maml" not in args.baselines:
+        if "metatl" in args.baselines:
+            _metatl_row(setup, args, seed, rows, info)
+        if "fields" in args.baselines:
+            _feature_rows(setup, args, seed, rows, info)
+        return {"seed": seed, "rows": rows, "test_users": len(setup.test), "val_users": len(setup.val), **info}
     plain = make_model(setup, args, seed, "text")
     plain_alg = make_alg(plain, MAML, 0, 0.0, True, PEFT_ADAPT)
     plain_fit = train(setup, args, seed, plain, plain_alg, None, args.steps, args.lr)
@@ -294,6 +359,8 @@ def run_seed(args, seed: int) -> dict:
         _metatl_row(setup, args, seed, rows, info)
     if "maml" in args.baselines:
         _maml_row(setup, args, seed, plain, rows, info)
+    if "fields" in args.baselines:
+        _feature_rows(setup, args, seed, rows, info)
     meta = make_model(setup, args, seed, "text")
     alg = make_alg(meta, MetaSGD, args.inner_steps, args.inner_lr, args.first_order, PEFT_ADAPT)
     meta_fit = train(setup, args, seed, meta, alg, args.inner_steps, args.meta_steps, args.meta_lr or args.lr,
@@ -309,21 +376,29 @@ def run_seed(args, seed: int) -> dict:
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **info}
 
 
+def ordered_rows(results: list[dict]) -> list[str]:
+    """Every row name of ``results`` in first-seen order, the main row last (runs may hold different rows)."""
+    names = list(dict.fromkeys(name for r in results for name in r["rows"]))
+    return [n for n in names if n != MAIN_ROW] + [n for n in names if n == MAIN_ROW]
+
+
 def table(results: list[dict]) -> str:
-    names = list(results[0]["rows"])
+    """Mean ± std over the seeds that ran a row (their count in brackets when some did not)."""
     cols = [f"{kind}/{m}" for kind in ("full", "sampled") for m in METRICS]
     lines = ["| method | " + " | ".join(c.replace("sampled", "100 sampled") for c in cols) + " | fit s |",
              "|---|" + "---|" * (len(cols) + 1)]
-    for name in names:
+    for name in ordered_rows(results):
+        ran = [r["rows"][name] for r in results if name in r["rows"]]
         cells = []
         for c in cols:
-            vals = [r["rows"][name][c] for r in results]
+            vals = [row[c] for row in ran]
             mean = sum(vals) / len(vals)
             std = (sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5 if len(vals) > 1 else 0.0
             cells.append(f"{mean:.4f}" + (f" ± {std:.4f}" if len(vals) > 1 else ""))
-        fit = [r["rows"][name].get("fit_s") for r in results]
+        fit = [row.get("fit_s") for row in ran]
         cells.append(f"{sum(fit) / len(fit):.0f}" if None not in fit else "")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        seeds = "" if len(ran) == len(results) else f" ({len(ran)} seeds)"
+        lines.append(f"| {name}{seeds} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -354,8 +429,11 @@ def parse(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--windows", choices=("random", "first"), default="random")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--meta_lr", type=float, default=None, help="outer Adam step size of meta-training (default --lr)")
-    p.add_argument("--baselines", nargs="*", default=["sasrec", "metatl", "maml"],
-                   choices=("sasrec", "metatl", "maml"), help="the optional baseline rows to run")
+    p.add_argument("--baselines", nargs="*", default=["sasrec", "metatl", "maml", "fields"],
+                   choices=("sasrec", "metatl", "maml", "fields"), help="the optional baseline rows to run")
+    p.add_argument("--baselines_only", action="store_true",
+                   help="run popularity and the --baselines rows only (not maml: it starts from the backbone); "
+                        "--render merges a run's rows with other runs of the same K and seed")
     p.add_argument("--maml_steps", type=int, default=200, help="outer steps of full-parameter MAML")
     p.add_argument("--maml_inner_lr", type=float, default=0.01)
     p.add_argument("--maml_first_order", action="store_true")
@@ -374,21 +452,40 @@ MAIN_ROW = "meta prompt (Meta-SGD)"
 
 
 def per_seed(results: list[dict]) -> str:
-    """Full-catalogue NDCG@10 of every row on every seed, and on how many seeds the main row is above each."""
+    """Full-catalogue NDCG@10 of every row on every seed, and on how many seeds the main row is above each
+    (of the seeds that ran both)."""
     results = sorted(results, key=lambda r: r["seed"])
     lines = ["| method | " + " | ".join(f"seed {r['seed']}" for r in results) + f" | {MAIN_ROW} above on |",
              "|---|" + "---|" * (len(results) + 1)]
-    for name in results[0]["rows"]:
-        vals = [r["rows"][name]["full/ndcg@10"] for r in results]
-        above = sum(r["rows"][MAIN_ROW]["full/ndcg@10"] > v for r, v in zip(results, vals))
-        lines.append(f"| {name} | " + " | ".join(f"{v:.4f}" for v in vals) + " | "
-                     + ("" if name == MAIN_ROW else f"{above}/{len(results)}") + " |")
+    for name in ordered_rows(results):
+        vals = [r["rows"][name]["full/ndcg@10"] if name in r["rows"] else None for r in results]
+        both = [(r["rows"][MAIN_ROW]["full/ndcg@10"], v) for r, v in zip(results, vals)
+                if v is not None and MAIN_ROW in r["rows"]]
+        above = sum(main > v for main, v in both)
+        lines.append(f"| {name} | " + " | ".join("" if v is None else f"{v:.4f}" for v in vals) + " | "
+                     + ("" if name == MAIN_ROW or not both else f"{above}/{len(both)}") + " |")
     return "\n".join(lines) + "\n"
+
+
+def merged(paths: list[str]) -> dict[int, list[dict]]:
+    """K -> one result per seed, the rows of every raw file of that K and seed together (a row named in two
+    files: the first file's)."""
+    by_k: dict[int, dict[int, dict]] = {}
+    for path in paths:
+        raw = json.loads(Path(path).read_text())
+        seeds = by_k.setdefault(raw["args"]["k"], {})
+        for result in raw["results"]:
+            if result["seed"] not in seeds:
+                seeds[result["seed"]] = {**result, "rows": dict(result["rows"])}
+            else:
+                rows = seeds[result["seed"]]["rows"]
+                rows.update({n: v for n, v in result["rows"].items() if n not in rows})
+    return {k: [seeds[s] for s in sorted(seeds)] for k, seeds in by_k.items()}
 
 
 def row_names(by_k: dict[int, list[dict]]) -> list[str]:
     """Every row name of the runs, in first-seen order (runs of different K may hold different rows)."""
-    return list(dict.fromkeys(name for k in sorted(by_k) for r in by_k[k] for name in r["rows"]))
+    return ordered_rows([r for k in sorted(by_k) for r in by_k[k]])
 
 
 def plot(by_k: dict[int, list[dict]], path: Path) -> bool:
@@ -423,10 +520,7 @@ def plot(by_k: dict[int, list[dict]], path: Path) -> bool:
 def render(paths: list[str], out: Path, png: Optional[Path] = None) -> str:
     """One table per K from saved raw JSON files (seeds pooled), the per-seed full-catalogue NDCG@10, then
     full-catalogue NDCG@10 per method and K (and its plot at ``png``, when matplotlib is importable)."""
-    by_k: dict[int, list[dict]] = {}
-    for path in paths:
-        raw = json.loads(Path(path).read_text())
-        by_k.setdefault(raw["args"]["k"], []).extend(raw["results"])
+    by_k = merged(paths)
     parts = []
     for k, results in sorted(by_k.items()):
         seeds = sorted(r["seed"] for r in results)
@@ -448,6 +542,9 @@ def render(paths: list[str], out: Path, png: Optional[Path] = None) -> str:
 
 def main(argv: Optional[list[str]] = None) -> list[dict]:
     args = parse(argv)
+    if args.baselines_only and "maml" in args.baselines:
+        raise SystemExit("sequence_table.py: --baselines_only cannot run the maml row (it starts from the "
+                         "backbone); expected --baselines among sasrec, metatl, fields")
     if args.render:
         print(render(args.render, Path(args.out), Path(args.plot) if args.plot else None))
         return []
@@ -461,10 +558,11 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
         raw.write_text(json.dumps({"args": vars(args), "results": results}, indent=1))
     command = "python benchmarks/sequence_table.py " + " ".join(sys.argv[1:] if argv is None else argv)
     first = results[0]
+    adapted = ("" if args.baselines_only else f"; adapted per user: {first['adapted_per_user']} of "
+               f"{first['backbone_params']} backbone parameters ({100 * first['adapted_share']:.2f} %); "
+               f"peak RSS {first['peak_rss_mib']:.0f} MiB")
     text = (f"`{command}`\n\nseeds {args.seeds}; K = {args.k}, query = next {args.query_size}; "
-            f"{first['test_users']} test / {first['val_users']} validation cold users; adapted per user: "
-            f"{first['adapted_per_user']} of {first['backbone_params']} backbone parameters "
-            f"({100 * first['adapted_share']:.2f} %); peak RSS {first['peak_rss_mib']:.0f} MiB\n\n" + table(results))
+            f"{first['test_users']} test / {first['val_users']} validation cold users{adapted}\n\n" + table(results))
     out.write_text(text)
     print(text)
     return results
