@@ -45,7 +45,7 @@ from torch.func import functional_call, vmap
 from metarec_pl.algorithms.maml import MAML
 from metarec_pl.algorithms.melu import MeLU
 from metarec_pl.algorithms.metasgd import MetaSGD
-from metarec_pl.data.movielens import MovieLens100K
+from metarec_pl.data.movielens import MovieLens100K, ml100k_item_texts
 from metarec_pl.data.sequences import HISTORY, SequenceTask, cold_tasks, sequence_batch, \
     training_windows, user_sequences
 from metarec_pl.data.sequential import SCENARIO
@@ -57,22 +57,6 @@ from metarec_pl.models.metatl import METATL_ADAPT, MetaTLNet
 from metarec_pl.models.sequence import PEFT_ADAPT, IdSequenceNet, TextSequenceNet, adapted_fraction
 
 METRICS = ("hr@10", "ndcg@10", "mrr")
-
-
-def item_texts(root: str, data) -> list[str]:
-    """"Title (Year). Genre, Genre" for every item code (ML-100K's titles carry the year; u.genre names)."""
-    names = {}
-    for line in Path(root, "u.genre").read_text(encoding="latin-1").splitlines():
-        if "|" in line:
-            name, idx = line.rsplit("|", 1)
-            names[int(idx) + 1] = name  # item_genre ids are genre index + 1 (0 = padding)
-    genres = data.item_features["item_genre"]
-    titles = data.item_text or {}
-    out = []
-    for code in range(data.num_items):
-        kinds = [names.get(int(g), str(int(g))) for g in genres[code] if int(g) > 0]
-        out.append(f"{titles.get(code, '')}. {', '.join(kinds)}")
-    return out
 
 
 def rank_metrics(scores: Tensor, positive: int, candidates: Tensor) -> dict[str, float]:
@@ -108,7 +92,7 @@ class Setup:
         self.history = user_sequences(data, torch.arange(len(data.user)))  # every item of a user: never a negative
         self.k, self.query_size = k, query_size
         started = time.time()
-        texts = item_texts(root, data)
+        texts = ml100k_item_texts(root, data)
         self.vectors = encode_texts(texts, make_encoder(encoder), cache_dir)
         self.encode_s = time.time() - started
         # the per-(user, item) networks (maml, melu rows): ML-100K's user and item fields plus the same text vectors

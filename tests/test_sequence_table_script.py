@@ -27,7 +27,8 @@ def test_rank_metrics_with_ties_average_over_orders():
 
 ROWS = {"popularity", "SASRec (id, unadapted)", "SASRec (id) + fine-tuned", "backbone (unadapted)",
         "backbone + prompt fine-tuned", "MetaTL-style (text items)", "full-parameter MAML (backbone)",
-        "meta prompt (zero-shot)", "meta prompt (Meta-SGD)"}
+        "meta prompt (zero-shot)", "meta prompt (Meta-SGD)", "maml (MeLU network, fields + text)",
+        "melu (MeLU-5, fields + text)"}
 
 
 def test_runs_end_to_end_on_tiny_files(tmp_path, monkeypatch):
@@ -96,3 +97,42 @@ def test_memory_script_compares_the_prompt_with_full_parameter_maml():
     assert prompt["adapted_per_user"] == 4 * 64 + 1 * 2 * 2 * (64 + 64)
     assert full["adapted_per_user"] == full["backbone_params"]
     assert prompt["peak_mib"] >= prompt["peak_before_mib"] > 0
+
+
+def _raw(path, k, seeds_rows):
+    results = [{"seed": seed, "test_users": 5, "val_users": 5,
+                "rows": {name: {**{f"{kind}/{m}": v for kind in ("full", "sampled") for m in sequence_table.METRICS},
+                                "fit_s": 1.0} for name, v in rows.items()}} for seed, rows in seeds_rows.items()]
+    path.write_text(json.dumps({"args": {"k": k}, "results": results}))
+    return str(path)
+
+
+def test_render_merges_the_rows_of_runs_of_the_same_k_and_seed(tmp_path):
+    main = _raw(tmp_path / "main.json", 3, {0: {"popularity": 0.05, "meta prompt (Meta-SGD)": 0.12},
+                                            1: {"popularity": 0.06, "meta prompt (Meta-SGD)": 0.10}})
+    extra = _raw(tmp_path / "extra.json", 3, {0: {"popularity": 0.99, "maml (fields)": 0.20}})  # seed 0 only
+    by_k = sequence_table.merged([main, extra])
+    assert [r["seed"] for r in by_k[3]] == [0, 1]
+    assert by_k[3][0]["rows"]["popularity"]["full/ndcg@10"] == 0.05  # a row in both files: the first file's
+    assert "maml (fields)" in by_k[3][0]["rows"] and "maml (fields)" not in by_k[3][1]["rows"]
+    text = sequence_table.render([main, extra], tmp_path / "r.md")
+    assert "| maml (fields) (1 seeds) | 0.2000 |" in text  # mean over the seeds that ran it, their count shown
+    seed_rows = text.split("NDCG@10 per seed (K = 3)")[1].split("###")[0]
+    assert "| maml (fields) | 0.2000 |  | 0/1 |" in seed_rows  # compared on the seed both ran: 0.12 < 0.20
+    assert "| popularity | 0.0500 | 0.0600 | 2/2 |" in seed_rows
+    assert seed_rows.strip().splitlines()[-1].startswith("| meta prompt (Meta-SGD) |")  # the main row last
+
+
+def test_baselines_only_refuses_the_row_that_needs_the_backbone():
+    with pytest.raises(SystemExit, match="--baselines_only cannot run the maml row"):
+        sequence_table.main(["--baselines_only", "--baselines", "maml", "fields"])
+
+
+def test_item_texts_are_title_then_genre_names(tmp_path):
+    root = write_ml100k(tmp_path / "ml", log_rows(num_users=8, num_items=20), num_users=8, num_items=20)
+    (root / "u.genre").write_text("".join(f"G{g}|{g}\n" for g in range(19)))
+    data, _ = _data_and_rows(root)
+    texts = sequence_table.ml100k_item_texts(str(root), data)
+    assert len(texts) == data.num_items
+    assert texts[3] == "Movie 3 (1953). G2, G3"  # genres 3 and 3 * 7 % 19 = 2, in u.genre order
+    assert texts[0] == ". "  # code 0: no movie

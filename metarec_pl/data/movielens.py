@@ -132,6 +132,21 @@ def _item_fields_100k(iid: list[int], irows: list, num_items: int) -> tuple[dict
     return items, schema
 
 
+def ml100k_item_texts(root: str, data: RatingData) -> list[str]:
+    """"Title (Year). Genre, Genre" for every item code of ``data`` (a loaded ``MovieLens100K``; ML-100K's titles
+    carry the year, ``u.genre`` names the genres): the text a frozen sentence encoder reads per movie (codes
+    without a movie get ". ")."""
+    names = {}
+    for line in read_text(require(root, "u.genre", "MovieLens-100K"), ("utf-8", "latin-1")).splitlines():
+        if "|" in line:
+            name, idx = line.rsplit("|", 1)
+            names[int(idx) + 1] = name  # item_genre ids are genre index + 1 (0 = padding)
+    genres = data.item_features["item_genre"]
+    titles = data.item_text or {}
+    return [f"{titles.get(code, '')}. " + ", ".join(names.get(int(g), str(int(g))) for g in genres[code] if int(g) > 0)
+            for code in range(data.num_items)]
+
+
 class MovieLens1M(MovieLensBase):
     """``ratings.dat`` (``UserID::MovieID::Rating::Timestamp``, or 3 columns without the timestamp),
     ``users.dat``, ``movies.dat`` (Latin-1) from ``root``.  ``ratings_file`` defaults to ``ratings.dat``, else
