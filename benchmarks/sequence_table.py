@@ -205,21 +205,25 @@ def make_alg(model: nn.Module, cls: type, steps: int, lr: float, first_order: bo
 
 
 def train(setup: Setup, args, seed: int, model: nn.Module, alg: MAML, inner_steps: Optional[int], total: int,
-          lr: float, start: Optional[nn.Module] = None, features: bool = False) -> dict:
+          lr: float, start: Optional[nn.Module] = None, features: bool = False, outer: str = "all",
+          support_weight: float = 0.0) -> dict:
     """Train ``model`` (and ``alg``'s meta-parameters) in place for ``total`` outer steps: meta-training through
     ``inner_steps`` inner steps, or (``None``) plain next-item training without adaptation; from ``start``'s
     weights if given (step 0 then counts as a candidate); keep the step with the best validation NDCG@10.
-    ``features``: ``model`` reads per-(user, item) fields (``feature_batch``), not a sequence."""
+    ``features``: ``model`` reads per-(user, item) fields (``feature_batch``), not a sequence.  ``outer``: which
+    weights the outer loop updates, ``all`` or ``adapted`` (the adapted parameters' initialisation and ``alg``'s
+    step sizes; the rest stays as ``start`` left it); ``support_weight``: see ``outer_step``."""
     if start is not None:
         model.load_state_dict(start.state_dict())
     users = [u for u, s in setup.train_seqs.items() if len(s) >= setup.k + 1]
-    opt = torch.optim.Adam(list(model.parameters()) + list(alg.parameters()), lr=lr)
+    shared = [p for n, p in model.named_parameters() if outer == "all" or n in alg.adapted_names]
+    opt = torch.optim.Adam(shared + list(alg.parameters()), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     best, best_state, started, log, loss = -1.0, None, time.time(), [], None
     eval_steps = inner_steps or 0
     for step in range(0 if start is not None else 1, total + 1):
         if step > 0:
-            loss = float(outer_step(setup, model, alg, opt, args, users, gen, inner_steps, features))
+            loss = float(outer_step(setup, model, alg, opt, args, users, gen, inner_steps, features, support_weight))
         if step % args.eval_every == 0 or step == total:
             val = evaluate(setup, setup.val, scorer(model, alg, eval_steps, setup if features else None),
                            seed)["full/ndcg@10"]
@@ -234,9 +238,12 @@ def train(setup: Setup, args, seed: int, model: nn.Module, alg: MAML, inner_step
 
 
 def outer_step(setup: Setup, model: nn.Module, alg: MAML, opt, args, users: list[int],
-               gen: torch.Generator, inner_steps: Optional[int], features: bool = False) -> Tensor:
+               gen: torch.Generator, inner_steps: Optional[int], features: bool = False,
+               support_weight: float = 0.0) -> Tensor:
     """One outer step on a fresh meta-batch of training windows: the query loss after ``inner_steps`` inner
-    steps, or (``None``) the loss of every next-item prediction of the windows without adaptation."""
+    steps, or (``None``) the loss of every next-item prediction of the windows without adaptation; with
+    ``support_weight`` > 0 the meta-training loss adds that times the support's next-item loss before adaptation
+    (what the unadapted backbone trains on), so the shared weights keep that signal."""
     model.train()
     picked = [users[i] for i in torch.randint(len(users), (args.tasks_per_batch,), generator=gen).tolist()]
     tasks = training_windows(setup.train_seqs, picked, setup.k, 1, gen, start=args.windows)
@@ -246,6 +253,9 @@ def outer_step(setup: Setup, model: nn.Module, alg: MAML, opt, args, users: list
         batch = feature_batch(setup, batch)
     if inner_steps is not None:
         loss = alg.run(model, batch, inner_steps, create_graph=not alg.first_order).query_loss.mean()
+        if support_weight > 0:
+            s = batch.support
+            loss = loss + support_weight * alg.loss(model(s.features), s.rating, s.mask).mean()
     else:  # every next-item prediction of the window, support and query alike
         loss = torch.cat([alg.loss(model(s.features), s.rating, s.mask) for s in (batch.support, batch.query)]).mean()
     opt.zero_grad()
@@ -348,7 +358,8 @@ def run_seed(args, seed: int) -> dict:
     meta = make_model(setup, args, seed, "text")
     alg = make_alg(meta, MetaSGD, args.inner_steps, args.inner_lr, args.first_order, PEFT_ADAPT)
     meta_fit = train(setup, args, seed, meta, alg, args.inner_steps, args.meta_steps, args.meta_lr or args.lr,
-                     start=plain if args.meta_init == "plain" else None)
+                     start=plain if args.meta_init == "plain" else None, outer=args.meta_outer,
+                     support_weight=args.support_weight)
     rows["meta prompt (zero-shot)"] = evaluate(setup, setup.test, scorer(meta, alg, 0), seed)
     rows["meta prompt (Meta-SGD)"] = {**evaluate(setup, setup.test, scorer(meta, alg, args.inner_steps), seed),
                                       "fit_s": meta_fit["fit_s"]}
@@ -406,6 +417,11 @@ def parse(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--meta_steps", type=int, default=200, help="outer steps of meta-training")
     p.add_argument("--meta_init", choices=("plain", "scratch"), default="plain",
                    help="meta-train from the unadapted backbone's weights (a pretrained backbone) or from scratch")
+    p.add_argument("--meta_outer", choices=("all", "adapted"), default="all",
+                   help="what meta-training updates: every weight, or only the adapted parameters' initialisation "
+                        "and the Meta-SGD step sizes (the backbone stays as trained)")
+    p.add_argument("--support_weight", type=float, default=0.0,
+                   help="meta-training adds this times the support's next-item loss before adaptation")
     p.add_argument("--eval_every", type=int, default=100)
     p.add_argument("--tasks_per_batch", type=int, default=32)
     p.add_argument("--support_negatives", type=int, default=4)
@@ -529,6 +545,9 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
     if args.baselines_only and "maml" in args.baselines:
         raise SystemExit("sequence_table.py: --baselines_only cannot run the maml row (it starts from the "
                          "backbone); expected --baselines among sasrec, metatl, fields")
+    if args.meta_outer == "adapted" and args.meta_init == "scratch":
+        raise SystemExit("sequence_table.py: --meta_outer adapted keeps the backbone as it starts, so it needs "
+                         "--meta_init plain (a trained backbone), not scratch")
     if args.render:
         print(render(args.render, Path(args.out), Path(args.plot) if args.plot else None))
         return []
