@@ -26,7 +26,7 @@ from metarec_pl import divergence, provenance
 from metarec_pl.algorithms.base import INNER_LOOP_OPTIONS, MetaAlgorithm, refuse_inner_options
 from metarec_pl.data.info import LEGACY_FACTS, DataInfo, fold_legacy_facts
 from metarec_pl.data.types import FeatureSpec, TaskBatch
-from metarec_pl.errors import ConfigError, check_keywords
+from metarec_pl.errors import ConfigError, accepted_keywords, check_keywords
 from metarec_pl.inner import adapt  # noqa: F401  (re-exported: the inner loop)
 from metarec_pl.inner.planner import check_path
 from metarec_pl.losses import BUILTIN_LOSSES, Loss, masked_mse  # noqa: F401  (masked_mse: re-exported)
@@ -210,12 +210,14 @@ class MetaLearner(L.LightningModule):
         check_keywords(algorithm_cls, algorithm_args, "model.algorithm_args", f"algorithm '{algorithm}'",
                        reserved={k: f"model.{k}" for k in INNER_LOOP_OPTIONS})
         check_keywords(network_cls, network_args, "model.network_args", f"network '{network}'",
-                       reserved={"schema": "the data (data.*)"})
+                       reserved={"schema": "the data (data.*)", "data_info": "the data (data.*)"})
         metric_classes = {name: provenance.lookup("metric", name, plugin_distributions)
                           for name in _metric_names(extra_metrics)}
         self.hparams.plugin_distributions = provenance.record(("algorithm", algorithm), ("network", network),
                                                               *(("metric", name) for name in metric_classes))
-        self.network: nn.Module = network_cls(list(info.schema), **(network_args or {}))
+        informed = "data_info" in (accepted_keywords(network_cls) or ())  # a network built from the data's facts
+        self.network: nn.Module = network_cls(list(info.schema), **(network_args or {}),
+                                              **({"data_info": info} if informed else {}))
         if info.rating_mean is not None and isinstance(self.network, RatingModel):
             self.network.rating_offset.fill_(info.rating_mean)
         inner_options = dict(inner_steps=inner_steps, inner_lr=inner_lr, first_order=first_order, adapt=adapt,

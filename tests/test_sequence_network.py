@@ -80,7 +80,9 @@ def test_frozen_table_is_a_buffer_out_of_every_graph_and_unseen_items_score():
 
 def test_registered_and_bad_arguments_are_one_line():
     assert metarec_pl.get_model("text-sequence") is TextSequenceNet
-    with pytest.raises(ConfigError, match="item_vectors must be the \\[num_items, text_dim\\] tensor"):
+    with pytest.raises(ConfigError, match="no item text vectors: expected network_args.item_vectors \\(a "
+                                          "\\[num_items, text_dim\\] tensor\\) or data with the dense item "
+                                          "feature 'item_text'"):
         TextSequenceNet([])
     with pytest.raises(ConfigError, match="dim 15 is not divisible by heads 2"):
         TextSequenceNet([], item_vectors=item_vectors(), dim=15)

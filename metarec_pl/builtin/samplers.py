@@ -5,6 +5,7 @@ from metarec_pl.hookspecs import hookimpl
 SAMPLERS = {
     "user": "metarec_pl.data.base:UserTaskSampler",
     "item": "metarec_pl.data.base:ItemTaskSampler",
+    "next-item": "metarec_pl.data.next_item:NextItemSampler",  # time-ordered next-item tasks (sequence networks)
 }
 
 

@@ -126,6 +126,10 @@ class DataInfo:
         users / items: the id maps (``IdMap``): ``num_users``/``num_items`` codes and their raw ids.
         task_side: what one task is about: ``"user"`` (user-as-task: one user's ratings) or ``"item"``
             (item-as-task), as the task sampler groups rows (``MetaDataModule.info`` sets it).
+        item_features: the data's per-item feature tables (``RatingData.item_features``: key -> ``[num_items,
+            ...]``), for networks that read a whole table (``text-sequence``'s item text vectors).  In memory
+            only: never in ``to_dict`` (hparams, checkpoints); a network rebuilt from a checkpoint gets ``None``
+            and its saved buffers.
     Every fact but ``schema`` may be ``None`` (not known); users of a fact say what they need.
     """
 
@@ -138,6 +142,7 @@ class DataInfo:
     users: Optional[IdMap] = None
     items: Optional[IdMap] = None
     task_side: Optional[Literal["user", "item"]] = None
+    item_features: Optional[Mapping[str, torch.Tensor]] = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.schema, (str, bytes, Mapping)) or not isinstance(self.schema, Sequence):
@@ -274,7 +279,7 @@ class DataInfo:
             rating_mean=float(ratings.sum() / (len(ratings) * (1 + negatives))),
             rating_levels=[float(x) for x in levels] if 2 <= len(levels) <= MAX_RATING_LEVELS else None,
             like_threshold=like, users=IdMap.of(data.num_users, data.user_ids),
-            items=IdMap.of(data.num_items, data.item_ids))
+            items=IdMap.of(data.num_items, data.item_ids), item_features=data.item_features)
 
     def with_facts(self, **facts: Any) -> "DataInfo":
         """A copy with some facts replaced (``schema``, ``rating_mean``, ...; ``num_users``/``num_items`` give id

@@ -350,8 +350,9 @@ class MetaDataModule(L.LightningDataModule):
         item-as-task).  Measured once; the CLI links it to ``model.data_info``."""
         if self._info is None:
             side = getattr(self.sampler, "group_by", None)
+            facts = getattr(self.sampler, "info_facts", None)  # a sampler that changes the targets says how
             self._info = DataInfo.of(self.data, self.num_negatives).with_facts(
-                task_side=side if side in ("user", "item") else None)
+                task_side=side if side in ("user", "item") else None, **(facts(self.data) if facts else {}))
         return self._info
 
     @property
@@ -417,7 +418,12 @@ class MetaDataModule(L.LightningDataModule):
         episodic = stage == "train" and (self.hparams.resample_splits or negatives)
         sampler = ScenarioBatchSampler(tasks, batch, shuffle, gen, with_epoch=episodic)
         ranked = stage in ("val", "test") and (self.hparams.candidates or self.hparams.full_catalogue)
-        collate = self._candidate_collator(stage) if ranked else None
+        own = getattr(self.sampler, "collator", None)  # a sampler whose samples are not (user, item) rows
+        if own is not None and (self.hparams.candidates or self.hparams.full_catalogue):
+            raise DataError(f"data.candidates / data.full_catalogue: sampler {self.hparams.sampler!r} ranks its "
+                            "own candidates (the full catalogue and a sampled pool); expected neither option")
+        collate = own(self.data, stage, self.hparams.seed) if own is not None else (
+            self._candidate_collator(stage) if ranked else None)
         dataset = (Episodes(tasks, self.sampler, self.hparams.seed, resplit=self.hparams.resample_splits)
                    if episodic else tasks)
         group_by = getattr(self.sampler, "group_by", "user")
@@ -468,6 +474,9 @@ class MetaDataModule(L.LightningDataModule):
         return self._loader("test", self._eval_batch(), shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
+        if self.hparams.predict_file and hasattr(self.sampler, "collator"):
+            raise DataError(f"data.predict_file: sampler {self.hparams.sampler!r} builds its own samples, not rows "
+                            "of new users' ratings; expected no predict_file (predict ranks the test tasks)")
         if self.hparams.predict_file:
             self.predict_users = read_new_users(self.hparams.predict_file, profile_fields=[
                 f.name for f in self.data.schema if f.side == "user" and not f.is_id])

@@ -82,13 +82,19 @@ def _task_samples(task: SequenceTask, support_neg: Tensor, query_neg: Tensor, wi
 
 
 def _samples(per_task: list[list], users: list[int], width: int) -> Samples:
+    """[tasks, samples] from per-task lists of (context, item, rating[, mask]) (mask 1 when not given)."""
     n = max(1, max(len(s) for s in per_task))
     history = torch.zeros(len(per_task), n, width, dtype=torch.long)
     item = torch.zeros(len(per_task), n, dtype=torch.long)
     rating, mask = torch.zeros(len(per_task), n), torch.zeros(len(per_task), n)
     for i, samples in enumerate(per_task):
-        for j, (context, it, r) in enumerate(samples):
-            history[i, j], item[i, j], rating[i, j], mask[i, j] = context, it, r, 1.0
+        if not samples:
+            continue
+        contexts = torch.stack([sample[0] for sample in samples])
+        history[i, :len(samples)] = contexts
+        item[i, :len(samples)] = torch.tensor([sample[1] for sample in samples], dtype=torch.long)
+        rating[i, :len(samples)] = torch.tensor([sample[2] for sample in samples])
+        mask[i, :len(samples)] = torch.tensor([sample[3] if len(sample) > 3 else 1.0 for sample in samples])
     user = torch.tensor(users, dtype=torch.long)[:, None].expand(-1, n)
     return Samples({HISTORY: history, CANDIDATE: item}, rating, mask, user, item)
 
@@ -102,20 +108,42 @@ def sequence_batch(tasks: Sequence[SequenceTask], pool: Tensor, support_negative
     adapts (a cold user's query and later items are the future: avoiding them would tell the model which items
     they are not, so a query item may be drawn as a support negative); the query negatives still avoid the
     support, the query and ``exclude``.  Use it for evaluation; training windows may avoid the whole history."""
-    width = max(1, max(len(t.support) for t in tasks))
-    supports, queries = [], []
+    support_neg, query_neg = [], []
     for task in tasks:
         own = torch.cat([task.support, task.query])
         banned = own if exclude is None else torch.cat([own, exclude.get(task.user, own[:0])])
         s_banned = task.support if blind_support else banned
-        s_neg = draw(pool, s_banned, support_negatives * len(task.support), generator).view(len(task.support), -1)
-        q_neg = draw(pool, banned, query_negatives * len(task.query), generator).view(len(task.query), -1)
+        support_neg.append(draw(pool, s_banned, support_negatives * len(task.support), generator))
+        query_neg.append(draw(pool, banned, query_negatives * len(task.query), generator))
+    return assemble(tasks, support_neg, query_neg)
+
+
+def assemble(tasks: Sequence[SequenceTask], support_negatives: Sequence[Tensor], query_negatives: Sequence[Tensor],
+             candidates: Optional[Sequence[Tensor]] = None, scenario: str = "sequential-cold") -> TaskBatch:
+    """The padded ``TaskBatch`` of ``tasks`` with the given negatives (per task: [K * n] items, n per support
+    item, and [Q * m], m per query item; see the module docstring).  ``candidates`` (per task: item codes) are
+    appended to each query after its samples, with the whole support as context, rating 0 and mask 0, and
+    marked in ``TaskBatch.candidate``: items to rank, never in a loss (``data/candidates.py``'s convention)."""
+    width = max(1, max(len(t.support) for t in tasks))
+    supports, queries = [], []
+    for i, task in enumerate(tasks):
+        s_neg = support_negatives[i].view(len(task.support), -1)
+        q_neg = query_negatives[i].view(len(task.query), -1)
         s, q = _task_samples(task, s_neg, q_neg, width)
+        if candidates is not None:
+            context = q[0][0] if q else torch.zeros(width, dtype=torch.long)
+            q = q + [(context, int(c), 0.0, 0.0) for c in candidates[i]]
         supports.append(s)
         queries.append(q)
     users = [t.user for t in tasks]
-    return TaskBatch(_samples(supports, users, width), _samples(queries, users, width),
-                     torch.tensor(users, dtype=torch.long), scenario="sequential-cold")
+    query = _samples(queries, users, width)
+    candidate = None
+    if candidates is not None:
+        candidate = torch.zeros_like(query.mask, dtype=torch.bool)
+        for i, (q, c) in enumerate(zip(queries, candidates)):
+            candidate[i, len(q) - len(c):len(q)] = True
+    return TaskBatch(_samples(supports, users, width), query, torch.tensor(users, dtype=torch.long),
+                     scenario=scenario, candidate=candidate)
 
 
 def training_windows(sequences: dict[int, Tensor], users: Sequence[int], support_size: int, query_size: int,

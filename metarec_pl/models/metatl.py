@@ -25,7 +25,7 @@ Inputs as ``text-sequence``: ``seq_history`` ``[..., L]`` (codes + 1, right-padd
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -34,7 +34,7 @@ from metarec_pl.data.sequences import CANDIDATE, HISTORY
 from metarec_pl.data.types import FeatureSpec
 from metarec_pl.errors import ConfigError
 from metarec_pl.models.base import RatingModel
-from metarec_pl.models.sequence import ItemTokens
+from metarec_pl.models.sequence import ItemTokens, item_table
 
 METATL_ADAPT = ("encoder.relation",)  # the per-user parameter: the relation vector's offset
 
@@ -95,13 +95,19 @@ class MetaTLNet(RatingModel):
     """The registered network ``metatl`` (see the module docstring).
 
     ``item_vectors`` ``[num_items, text_dim]`` (frozen text vectors) or ``num_items`` (learned id embeddings);
-    ``dim`` (64); ``item_bias`` (True).  Output: the logit [...].  Adapt ``METATL_ADAPT`` per user (one step).
-    ``ConfigError`` when neither items source or a bad size is given.
+    neither given: the data's dense item feature ``text_field`` (default ``item_text``) from ``data_info`` as
+    ``text-sequence`` takes it, else ids for ``data_info.num_items`` items.  ``dim`` (64); ``item_bias`` (True).
+    Output: the logit [...].  Adapt ``METATL_ADAPT`` per user (one step).  ``ConfigError`` when no items
+    source or a bad size is given.
     """
 
     def __init__(self, schema: Sequence[FeatureSpec], item_vectors: Optional[Tensor] = None,
-                 num_items: Optional[int] = None, dim: int = 64, item_bias: bool = True) -> None:
+                 num_items: Optional[int] = None, dim: int = 64, item_bias: bool = True,
+                 text_field: str = "item_text", data_info: Any = None) -> None:
         super().__init__(schema)
+        if item_vectors is None and num_items is None and data_info is not None:
+            item_vectors = item_table(data_info, text_field)
+            num_items = None if item_vectors is not None else data_info.num_items
         if not (isinstance(item_vectors, Tensor) and item_vectors.dim() == 2) and not (
                 isinstance(num_items, int) and num_items >= 1):
             raise ConfigError("metatl: give network_args.item_vectors (a [num_items, text_dim] tensor) or num_items "

@@ -25,7 +25,7 @@ Attention is written out (no fused kernel) with boolean masks and ``torch.where`
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -177,6 +177,18 @@ class DotHead(nn.Module):
         return (state * item).sum(-1, keepdim=True)
 
 
+def item_table(data_info: Any, key: str) -> Optional[Tensor]:
+    """The data's item table ``key`` (``DataInfo.item_features``), or a zero table of its size when the info
+    comes from a checkpoint (no tables: the network's saved buffer fills it); ``None`` without such a field."""
+    spec = next((f for f in data_info.schema if f.key == key and f.kind == "dense"), None)
+    if spec is None:
+        return None
+    tables = data_info.item_features or {}
+    if key in tables:
+        return tables[key]
+    return torch.zeros(data_info.num_items, spec.size) if data_info.num_items else None
+
+
 def _check_sizes(who: str, **sizes: tuple[int, int]) -> None:
     for name, (value, low) in sizes.items():
         if not isinstance(value, int) or value < low:
@@ -186,22 +198,28 @@ def _check_sizes(who: str, **sizes: tuple[int, int]) -> None:
 class TextSequenceNet(RatingModel):
     """The registered network ``text-sequence`` (see the module docstring).
 
-    ``item_vectors``: ``[num_items, text_dim]`` frozen encoder vectors by item code (required; e.g.
-    ``metarec_pl.data.text.encode_texts``).  ``dim`` (64), ``blocks`` (2), ``heads`` (2), ``max_len`` (50, the
-    longest history), ``prompt_len`` (4 soft-prompt tokens), ``lora_rank`` (0: no LoRA), ``item_bias`` (a learned
-    per-item score offset, zero for items never trained).  Output: the score [...] = state . item / sqrt(d) + bias
-    (a logit; train with the ``bce`` or ``bpr`` loss).  ``ConfigError`` for missing vectors or bad sizes.
+    ``item_vectors``: ``[num_items, text_dim]`` frozen encoder vectors by item code (e.g.
+    ``metarec_pl.data.text.encode_texts``); or, when not given, the data's dense item feature ``text_field``
+    (default ``item_text``: the ``text`` data set's encoded item texts) from ``data_info`` (``MetaLearner``
+    passes it; a network rebuilt from a checkpoint takes a zero table of the field's size, which the saved buffer
+    fills).  ``dim`` (64), ``blocks`` (2), ``heads`` (2), ``max_len`` (50, the longest history), ``prompt_len``
+    (4 soft-prompt tokens), ``lora_rank`` (0: no LoRA), ``item_bias`` (a learned per-item score offset, zero for
+    items never trained).  Output: the score [...] = state . item / sqrt(d) + bias (a logit; train with the
+    ``bce`` or ``bpr`` loss).  ``ConfigError`` (one line) for missing vectors or bad sizes.
     """
 
     network_name = "text-sequence"
 
     def __init__(self, schema: Sequence[FeatureSpec], item_vectors: Optional[Tensor] = None, dim: int = 64,
                  blocks: int = 2, heads: int = 2, max_len: int = 50, prompt_len: int = 4, lora_rank: int = 0,
-                 item_bias: bool = True) -> None:
+                 item_bias: bool = True, text_field: str = "item_text", data_info: Any = None) -> None:
         super().__init__(schema)
+        if item_vectors is None and data_info is not None:
+            item_vectors = item_table(data_info, text_field)
         if not isinstance(item_vectors, Tensor) or item_vectors.dim() != 2:
-            raise ConfigError("text-sequence: network_args.item_vectors must be the [num_items, text_dim] tensor "
-                              f"of frozen item text vectors, got {type(item_vectors).__name__}")
+            raise ConfigError("text-sequence: no item text vectors: expected network_args.item_vectors (a "
+                              "[num_items, text_dim] tensor) or data with the dense item feature "
+                              f"'{text_field}' (data.dataset: text), got {type(item_vectors).__name__}")
         self._build(item_vectors, None, dim, blocks, heads, max_len, prompt_len, lora_rank, item_bias)
 
     def _build(self, item_vectors: Optional[Tensor], num_items: Optional[int], dim: int, blocks: int, heads: int,
@@ -231,16 +249,19 @@ class IdSequenceNet(TextSequenceNet):
     of text vectors, SASRec-style (Kang & McAuley 2018: item embeddings shared by input and output, learned
     positions, causal self-attention); a baseline that cannot score items it never trained on.
 
-    ``num_items`` (required, item codes 0..num_items-1); the other arguments as ``text-sequence`` (``prompt_len``
-    defaults to 0 here: SASRec has no prompt).  ``ConfigError`` for a missing ``num_items`` or bad sizes.
+    ``num_items`` (item codes 0..num_items-1; default ``data_info.num_items``, the data's); the other arguments
+    as ``text-sequence`` (``prompt_len`` defaults to 0 here: SASRec has no prompt).  ``ConfigError`` for a
+    missing ``num_items`` or bad sizes.
     """
 
     network_name = "id-sequence"
 
     def __init__(self, schema: Sequence[FeatureSpec], num_items: Optional[int] = None, dim: int = 64,
                  blocks: int = 2, heads: int = 2, max_len: int = 50, prompt_len: int = 0, lora_rank: int = 0,
-                 item_bias: bool = True) -> None:
+                 item_bias: bool = True, data_info: Any = None) -> None:
         RatingModel.__init__(self, schema)
+        if num_items is None and data_info is not None:
+            num_items = data_info.num_items
         _check_sizes(self.network_name, num_items=(num_items, 1))
         self._build(None, num_items, dim, blocks, heads, max_len, prompt_len, lora_rank, item_bias)
 
