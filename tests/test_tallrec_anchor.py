@@ -43,6 +43,11 @@ def test_runs_end_to_end_on_tiny_files(tmp_path):
     assert {(r["init"], r["seed"]) for r in trained} == {(i, s) for i in ("scratch", "pretrained") for s in (0, 1)}
     assert all(0.0 <= r["test_auc"] <= 1.0 and r["step"] % 10 == 0 for r in trained)
     text = out.read_text()
-    assert "| TALLRec, LLaMA-7B + LoRA (published) | 67.24 |" in text
+    assert "| TALLRec, LLaMA-7B + LoRA (published) |  | 67.24 |" in text
     assert "| text-sequence backbone, pretrained (measured) |" in text
-    assert json.loads(out.with_suffix(".json").read_text())["args"]["samples"] == [16]
+    saved = json.loads(out.with_suffix(".json").read_text())
+    assert saved["args"]["samples"] == [16] and saved["command"].startswith("python benchmarks/tallrec_anchor.py")
+    untrained = [r["test_auc"] for r in result["runs"] if r["n"] == 0]  # the N = 0 column: before any label
+    assert len(untrained) == 2 and "| N = 0 | N = 16 |" in text
+    tallrec.main(["--render", str(out.with_suffix(".json")), "--out", str(tmp_path / "again.md")])
+    assert (tmp_path / "again.md").read_text() == text  # the page again from the saved run
