@@ -417,9 +417,10 @@ def parse(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--meta_steps", type=int, default=200, help="outer steps of meta-training")
     p.add_argument("--meta_init", choices=("plain", "scratch"), default="plain",
                    help="meta-train from the unadapted backbone's weights (a pretrained backbone) or from scratch")
-    p.add_argument("--meta_outer", choices=("all", "adapted"), default="all",
-                   help="what meta-training updates: every weight, or only the adapted parameters' initialisation "
-                        "and the Meta-SGD step sizes (the backbone stays as trained)")
+    p.add_argument("--meta_outer", choices=("all", "adapted"), default="adapted",
+                   help="what meta-training updates: only the adapted parameters' initialisation and the Meta-SGD "
+                        "step sizes (the backbone stays as trained; chosen on seed 0-1 validation users), or every "
+                        "weight")
     p.add_argument("--support_weight", type=float, default=0.0,
                    help="meta-training adds this times the support's next-item loss before adaptation")
     p.add_argument("--eval_every", type=int, default=100)
