@@ -15,11 +15,14 @@ Rows (all trained on the same training windows: K consecutive items of a trainin
 * ``backbone + prompt fine-tuned``: that backbone with its (shared, not meta-learned) prompt fine-tuned per user
   on the support by ``--finetune_steps`` plain SGD steps, the step size chosen on the validation users from
   ``--finetune_lrs`` (the "per-user prompt without meta-learned initialisation" baseline);
+* ``backbone + prompt from scratch``: the same per-user fine-tuning from a fresh random prompt (no learned
+  initialisation at all);
 * ``meta prompt (zero-shot)``: the meta-learned model below, tested without its inner loop (a diagnostic);
 * ``meta prompt (Meta-SGD)``: the soft prompt (and LoRA with ``--lora_rank``) adapted per user by Meta-SGD on the
   support's next-item predictions (second order unless ``--first_order``), meta-learned on training windows
-  (every weight in the outer loop), starting from the unadapted backbone's weights (``--meta_init plain``: a
-  pretrained backbone; ``scratch``: from a fresh initialisation).
+  starting from the unadapted backbone's weights (``--meta_init plain``: a pretrained backbone; ``scratch``: from
+  a fresh initialisation); the outer loop updates the prompt's initialisation and the step sizes only
+  (``--meta_outer adapted``, the default) or every weight (``all``).
 Each trained row keeps the step with the best validation full-catalogue NDCG@10 (validation cold users, never
 test users).  Metrics per test user's query item: HR@10, NDCG@10, MRR, ranked among 100 sampled negatives (items
 outside the user's history, without replacement) and among the full catalogue (every item but the support).
@@ -276,6 +279,21 @@ def finetuned(setup: Setup, model: nn.Module, args, seed: int, adapt) -> tuple[d
     return evaluate(setup, setup.test, scorer(model, ft, args.finetune_steps), seed), {"val": val, "lr": best}
 
 
+def scratch_prompt(model: nn.Module, seed: int) -> nn.Module:
+    """A copy of the trained backbone whose soft prompt (and LoRA) starts afresh: N(0, 0.02^2) prompt entries as a
+    new network's, zero LoRA B factors (a no-op), so a per-user prompt fine-tuned from it has no learned
+    initialisation at all (the issue's "per-user prompt trained from scratch")."""
+    fresh = copy.deepcopy(model)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in fresh.named_parameters():
+            if name == "encoder.prompt":
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
+            elif "lora" in name and name.endswith("B"):
+                p.zero_()
+    return fresh
+
+
 def _id_rows(setup: Setup, args, seed: int, rows: dict, info: dict) -> None:
     """The id-based SASRec-style backbone, unadapted and fully fine-tuned per user on the support."""
     sas = make_model(setup, args, seed, "id")
@@ -349,6 +367,8 @@ def run_seed(args, seed: int) -> dict:
     rows["backbone (unadapted)"] = {**evaluate(setup, setup.test, scorer(plain, plain_alg, 0), seed),
                                     "fit_s": plain_fit["fit_s"]}
     rows["backbone + prompt fine-tuned"], info["finetune"] = finetuned(setup, plain, args, seed, PEFT_ADAPT)
+    rows["backbone + prompt from scratch"], info["finetune_scratch"] = finetuned(
+        setup, scratch_prompt(plain, seed), args, seed, PEFT_ADAPT)
     if "metatl" in args.baselines:
         _metatl_row(setup, args, seed, rows, info)
     if "maml" in args.baselines:

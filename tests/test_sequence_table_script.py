@@ -26,7 +26,7 @@ def test_rank_metrics_with_ties_average_over_orders():
 
 
 ROWS = {"popularity", "SASRec (id, unadapted)", "SASRec (id) + fine-tuned", "backbone (unadapted)",
-        "backbone + prompt fine-tuned", "MetaTL-style (text items)", "full-parameter MAML (backbone)",
+        "backbone + prompt fine-tuned", "backbone + prompt from scratch", "MetaTL-style (text items)", "full-parameter MAML (backbone)",
         "meta prompt (zero-shot)", "meta prompt (Meta-SGD)", "maml (MeLU network, fields + text)",
         "melu (MeLU-5, fields + text)"}
 
@@ -136,3 +136,19 @@ def test_item_texts_are_title_then_genre_names(tmp_path):
     assert len(texts) == data.num_items
     assert texts[3] == "Movie 3 (1953). G2, G3"  # genres 3 and 3 * 7 % 19 = 2, in u.genre order
     assert texts[0] == ". "  # code 0: no movie
+
+
+def test_scratch_prompt_restarts_only_the_prompt():
+    net = sequence_table.TextSequenceNet([], item_vectors=torch.randn(20, 6), dim=8, prompt_len=2, lora_rank=1)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(1.0)  # a "trained" network: every weight moved
+    fresh = sequence_table.scratch_prompt(net, seed=0)
+    before, after = dict(net.named_parameters()), dict(fresh.named_parameters())
+    for name, p in after.items():
+        if name == "encoder.prompt":
+            assert p.abs().max() < 0.2 and not torch.equal(p, before[name])
+        elif "lora_B" in name:
+            assert (p == 0).all()
+        else:
+            assert torch.equal(p, before[name]), name
