@@ -45,6 +45,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
+from metarec_pl import plugins
 from metarec_pl.algorithms.maml import MAML
 from metarec_pl.algorithms.melu import MeLU
 from metarec_pl.algorithms.metasgd import MetaSGD
@@ -53,7 +54,7 @@ from metarec_pl.data.sequences import HISTORY, SequenceTask, cold_tasks, sequenc
     training_windows, user_sequences
 from metarec_pl.data.sequential import SCENARIO
 from metarec_pl.data.text import add_text_features, encode_texts, make_encoder
-from metarec_pl.data.types import TaskBatch
+from metarec_pl.data.types import Samples, TaskBatch
 from metarec_pl.losses import BCE
 from metarec_pl.models.melu import MeLUNet
 from metarec_pl.models.metatl import METATL_ADAPT, MetaTLNet
@@ -167,7 +168,12 @@ def feature_scores(setup: Setup, model: nn.Module, alg: MAML, batch: TaskBatch, 
     """[tasks, num_items] scores of every item for each task's user (``batch.key``) by a per-(user, item)
     network, with the fast weights of ``steps`` inner steps of ``alg`` on the user's support."""
     items = torch.arange(setup.data.num_items)
-    grid = setup.feature_data.features(batch.key[:, None].expand(-1, len(items)), items.expand(len(batch), -1))
+    users, every = batch.key[:, None].expand(-1, len(items)), items.expand(len(batch), -1)
+    grid = setup.feature_data.features(users, every)
+    if not alg.gradient_based:  # a learner without fast weights (tanp): every item is a query pair
+        query = Samples(grid, torch.zeros(every.shape), torch.ones(every.shape), users, every)
+        with torch.no_grad():
+            return alg.run(model, replace(feature_batch(setup, batch), query=query), 0, False).query_pred
     if steps == 0:
         with torch.no_grad():
             return model(grid)
@@ -255,7 +261,8 @@ def outer_step(setup: Setup, model: nn.Module, alg: MAML, opt, args, users: list
     if features:
         batch = feature_batch(setup, batch)
     if inner_steps is not None:
-        loss = alg.run(model, batch, inner_steps, create_graph=not alg.first_order).query_loss.mean()
+        result = alg.run(model, batch, inner_steps, create_graph=not getattr(alg, "first_order", True))
+        loss = alg.outer_loss(result, batch, dict(model.named_parameters()))  # MAML's: the mean query loss
         if support_weight > 0:
             s = batch.support
             loss = loss + support_weight * alg.loss(model(s.features), s.rating, s.mask).mean()
@@ -347,6 +354,23 @@ def _feature_rows(setup: Setup, args, seed: int, rows: dict, info: dict) -> None
         info["logs"][cls.__name__.lower()] = fit["log"]
 
 
+def _tanp_row(setup: Setup, args, seed: int, rows: dict, info: dict) -> None:
+    """TaNP-style neural process (Lin et al., WWW 2021; the ``metarec-tanp`` plugin distribution of this
+    repository, found through the plugin registry) on the same MeLU network and windows; it predicts targets by
+    squared error (its only loss), here the 1 / 0 of an interaction / a sampled negative."""
+    if "tanp" not in plugins.names("algorithm"):
+        print("  tanp: the metarec-tanp plugin is not installed (pip install ./plugins/metarec-tanp); row skipped")
+        return
+    torch.manual_seed(seed)
+    net = MeLUNet(setup.feature_data.schema, embedding_dim=32, hidden=(64, 64))
+    alg = plugins.get_algorithm("tanp")()
+    alg.bind(net)
+    fit = train(setup, args, seed, net, alg, 0, args.steps, args.lr, features=True)
+    rows["tanp (MeLU network, fields + text)"] = {**evaluate(setup, setup.test, scorer(net, alg, 0, setup), seed),
+                                                  "fit_s": fit["fit_s"]}
+    info["logs"]["tanp"] = fit["log"]
+
+
 def run_seed(args, seed: int) -> dict:
     setup = Setup(args.root, seed, args.k, args.query_size, args.encoder, args.cache_dir)
     print(f"seed {seed}: {len(setup.train_seqs)} training users, {len(setup.val)} val / {len(setup.test)} test cold"
@@ -360,6 +384,8 @@ def run_seed(args, seed: int) -> dict:
             _metatl_row(setup, args, seed, rows, info)
         if "fields" in args.baselines:
             _feature_rows(setup, args, seed, rows, info)
+        if "tanp" in args.baselines:
+            _tanp_row(setup, args, seed, rows, info)
         return {"seed": seed, "rows": rows, "test_users": len(setup.test), "val_users": len(setup.val), **info}
     plain = make_model(setup, args, seed, "text")
     plain_alg = make_alg(plain, MAML, 0, 0.0, True, PEFT_ADAPT)
@@ -375,6 +401,8 @@ def run_seed(args, seed: int) -> dict:
         _maml_row(setup, args, seed, plain, rows, info)
     if "fields" in args.baselines:
         _feature_rows(setup, args, seed, rows, info)
+    if "tanp" in args.baselines:
+        _tanp_row(setup, args, seed, rows, info)
     meta = make_model(setup, args, seed, "text")
     alg = make_alg(meta, MetaSGD, args.inner_steps, args.inner_lr, args.first_order, PEFT_ADAPT)
     meta_fit = train(setup, args, seed, meta, alg, args.inner_steps, args.meta_steps, args.meta_lr or args.lr,
@@ -450,8 +478,8 @@ def parse(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--windows", choices=("random", "first"), default="random")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--meta_lr", type=float, default=None, help="outer Adam step size of meta-training (default --lr)")
-    p.add_argument("--baselines", nargs="*", default=["sasrec", "metatl", "maml", "fields"],
-                   choices=("sasrec", "metatl", "maml", "fields"), help="the optional baseline rows to run")
+    p.add_argument("--baselines", nargs="*", default=["sasrec", "metatl", "maml", "fields", "tanp"],
+                   choices=("sasrec", "metatl", "maml", "fields", "tanp"), help="the optional baseline rows to run")
     p.add_argument("--baselines_only", action="store_true",
                    help="run popularity and the --baselines rows only (not maml: it starts from the backbone); "
                         "--render merges a run's rows with other runs of the same K and seed")
@@ -565,7 +593,7 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
     args = parse(argv)
     if args.baselines_only and "maml" in args.baselines:
         raise SystemExit("sequence_table.py: --baselines_only cannot run the maml row (it starts from the "
-                         "backbone); expected --baselines among sasrec, metatl, fields")
+                         "backbone); expected --baselines among sasrec, metatl, fields, tanp")
     if args.meta_outer == "adapted" and args.meta_init == "scratch":
         raise SystemExit("sequence_table.py: --meta_outer adapted keeps the backbone as it starts, so it needs "
                          "--meta_init plain (a trained backbone), not scratch")
