@@ -494,6 +494,7 @@ def parse(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--plot", default=None, help="with --render: write the NDCG@10-versus-K PNG here (matplotlib)")
     p.add_argument("--render", nargs="+", default=None, metavar="RAW",
                    help="only write --out from these raw JSON files (their seeds pooled per K)")
+    p.add_argument("--render_seeds", type=int, nargs="+", default=None, help="with --render: only these seeds")
     return p.parse_args(argv)
 
 
@@ -516,20 +517,23 @@ def per_seed(results: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def merged(paths: list[str]) -> dict[int, list[dict]]:
-    """K -> one result per seed, the rows of every raw file of that K and seed together (a row named in two
-    files: the first file's)."""
+def merged(paths: list[str], seeds: Optional[list[int]] = None) -> dict[int, list[dict]]:
+    """K -> one result per seed (of ``seeds`` only, when given), the rows of every raw file of that K and seed
+    together (a row named in two files: the first file's)."""
     by_k: dict[int, dict[int, dict]] = {}
+    only = None if seeds is None else set(seeds)
     for path in paths:
         raw = json.loads(Path(path).read_text())
-        seeds = by_k.setdefault(raw["args"]["k"], {})
+        by_seed = by_k.setdefault(raw["args"]["k"], {})
         for result in raw["results"]:
-            if result["seed"] not in seeds:
-                seeds[result["seed"]] = {**result, "rows": dict(result["rows"])}
+            if only is not None and result["seed"] not in only:
+                continue
+            if result["seed"] not in by_seed:
+                by_seed[result["seed"]] = {**result, "rows": dict(result["rows"])}
             else:
-                rows = seeds[result["seed"]]["rows"]
+                rows = by_seed[result["seed"]]["rows"]
                 rows.update({n: v for n, v in result["rows"].items() if n not in rows})
-    return {k: [seeds[s] for s in sorted(seeds)] for k, seeds in by_k.items()}
+    return {k: [by_seed[s] for s in sorted(by_seed)] for k, by_seed in by_k.items()}
 
 
 def row_names(by_k: dict[int, list[dict]]) -> list[str]:
@@ -566,10 +570,10 @@ def plot(by_k: dict[int, list[dict]], path: Path) -> bool:
     return True
 
 
-def render(paths: list[str], out: Path, png: Optional[Path] = None) -> str:
+def render(paths: list[str], out: Path, png: Optional[Path] = None, seeds: Optional[list[int]] = None) -> str:
     """One table per K from saved raw JSON files (seeds pooled), the per-seed full-catalogue NDCG@10, then
     full-catalogue NDCG@10 per method and K (and its plot at ``png``, when matplotlib is importable)."""
-    by_k = merged(paths)
+    by_k = merged(paths, seeds)
     parts = []
     for k, results in sorted(by_k.items()):
         seeds = sorted(r["seed"] for r in results)
@@ -598,7 +602,7 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
         raise SystemExit("sequence_table.py: --meta_outer adapted keeps the backbone as it starts, so it needs "
                          "--meta_init plain (a trained backbone), not scratch")
     if args.render:
-        print(render(args.render, Path(args.out), Path(args.plot) if args.plot else None))
+        print(render(args.render, Path(args.out), Path(args.plot) if args.plot else None, args.render_seeds))
         return []
     torch.set_num_threads(1)
     out = Path(args.out)
