@@ -552,8 +552,9 @@ def plot(by_k: dict[int, list[dict]], path: Path) -> bool:
         return False
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name in row_names(by_k):
-        ks = [k for k in sorted(by_k) if name in by_k[k][0]["rows"]]
-        vals = [torch.tensor([r["rows"][name]["full/ndcg@10"] for r in by_k[k]], dtype=torch.float64) for k in ks]
+        ks = [k for k in sorted(by_k) if any(name in r["rows"] for r in by_k[k])]
+        vals = [torch.tensor([r["rows"][name]["full/ndcg@10"] for r in by_k[k] if name in r["rows"]],
+                             dtype=torch.float64) for k in ks]
         std = [float(v.std()) if len(v) > 1 else 0.0 for v in vals]
         ax.errorbar(ks, [float(v.mean()) for v in vals], yerr=std, marker="o", capsize=3, label=name)
     ks = sorted(by_k)

@@ -122,6 +122,8 @@ def test_render_merges_the_rows_of_runs_of_the_same_k_and_seed(tmp_path):
     assert "| popularity | 0.0500 | 0.0600 | 2/2 |" in seed_rows
     assert seed_rows.strip().splitlines()[-1].startswith("| meta prompt (Meta-SGD) |")  # the main row last
     assert [r["seed"] for r in sequence_table.merged([main, extra], seeds=[1])[3]] == [1]
+    if sequence_table.plot(sequence_table.merged([main, extra]), tmp_path / "k.png"):  # rows some seeds lack
+        assert (tmp_path / "k.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_baselines_only_refuses_the_row_that_needs_the_backbone():
