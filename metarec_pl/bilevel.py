@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from metarec_pl import divergence, provenance
 from metarec_pl.algorithms.base import INNER_LOOP_OPTIONS, MetaAlgorithm, refuse_inner_options
+from metarec_pl.ckpt_options import read_checkpoint
 from metarec_pl.data.info import LEGACY_FACTS, DataInfo, fold_legacy_facts
 from metarec_pl.data.types import FeatureSpec, TaskBatch
 from metarec_pl.errors import ConfigError, accepted_keywords, check_keywords
@@ -98,6 +99,31 @@ def _data_info(data_info: Optional[Union[DataInfo, Mapping[str, Any]]], legacy: 
     return info
 
 
+def _check_outer_update(outer_update: str, name: str, algorithm_cls: type) -> None:
+    """``ConfigError`` (one line) unless ``outer_update`` is ``all``, or ``adapted`` for a gradient-based algorithm
+    (only those adapt parameters)."""
+    if outer_update not in ("all", "adapted"):
+        raise ConfigError(f"model.outer_update: {outer_update!r}; expected 'all' or 'adapted'")
+    if outer_update == "adapted" and not algorithm_cls.gradient_based:
+        raise ConfigError(f"model.outer_update: 'adapted' needs an algorithm that adapts parameters; algorithm "
+                          f"'{name}' adapts none; expected 'all'")
+
+
+def load_network_weights(network: nn.Module, path: str) -> None:
+    """``network``'s weights and buffers from the ``network.*`` entries of the checkpoint at ``path``
+    (``model.init_from``); ``ConfigError`` (one line) naming the first entry it lacks or holds in another shape."""
+    state = read_checkpoint(path, option="model.init_from")["state_dict"]
+    saved = {k[len("network."):]: v for k, v in state.items() if k.startswith("network.")}
+    for key, value in network.state_dict().items():
+        if key not in saved:
+            raise ConfigError(f"model.init_from: {path} has no network weight {key!r}; expected a checkpoint of the "
+                              "same network with the same network_args")
+        if saved[key].shape != value.shape:
+            raise ConfigError(f"model.init_from: {path}: {key!r} has shape {list(saved[key].shape)}, this network's "
+                              f"{list(value.shape)}; expected the same network_args")
+    network.load_state_dict({k: saved[k] for k in network.state_dict()})
+
+
 def _check_task_side(name: str, algorithm_cls: type, info: DataInfo) -> None:
     """``ConfigError`` when the data's tasks (``info.task_side``: user- or item-as-task) are not among those the
     algorithm serves (``task_sides``; e.g. a user fold-in needs one user per task)."""
@@ -160,6 +186,13 @@ class MetaLearner(L.LightningModule):
             shortcut: a check of a new network or algorithm); every path gives the same values.
         extra_metrics: registered metrics (hook ``register_metrics``) computed on the query sets besides the
             built-in ones, logged as ``<stage>/<name>`` and ``<stage>/<scenario>/<name>`` (see ``metrics``).
+        init_from: a checkpoint written by ``metarec fit`` whose network weights this fit starts from (two-stage
+            training: a backbone trained first, e.g. with ``algorithm: none``, then meta-learned); read when a fit
+            starts (a resumed fit then continues from its own checkpoint; test and serving never read it).
+            ``CheckpointError`` / ``ConfigError`` (one line) for a missing file or a network of another shape.
+        outer_update: what the outer loop updates: ``all`` (every weight and the algorithm's own parameters) or
+            ``adapted`` (only the adapted parameters' initialisation and the algorithm's own, e.g. Meta-SGD's step
+            sizes; the rest of the network stays as it starts, e.g. as ``init_from`` left it).
         schema / rating_mean / rating_levels / num_users / num_items: deprecated: the data's facts given one by
             one (as before ``DataInfo``, and as older checkpoints hold them), folded into ``data_info`` with a
             ``DeprecationWarning``; not options of the ``metarec`` command.
@@ -187,6 +220,8 @@ class MetaLearner(L.LightningModule):
         loss: str = "mse",
         inner_path: str = "auto",
         extra_metrics: Optional[list[str]] = None,
+        init_from: Optional[str] = None,
+        outer_update: str = "all",
         schema: Optional[list[Union[FeatureSpec, dict]]] = None,
         rating_mean: Optional[float] = None,
         rating_levels: Optional[list[float]] = None,
@@ -224,6 +259,7 @@ class MetaLearner(L.LightningModule):
                              eval_inner_steps=eval_inner_steps)
         if not algorithm_cls.gradient_based:
             refuse_inner_options(f"algorithm '{algorithm}'", inner_options)
+        _check_outer_update(outer_update, algorithm, algorithm_cls)
         _check_task_side(algorithm, algorithm_cls, info)
         self.algorithm: MetaAlgorithm = algorithm_cls(**inner_options, **(algorithm_args or {}))
         if self.algorithm.gradient_based:
@@ -255,6 +291,8 @@ class MetaLearner(L.LightningModule):
             rows = torch.cat(list(data.splits["train"].values()))  # once, for both
             for take in takers:
                 take(data, rows)
+        if stage == "fit" and self.hparams.init_from:  # before a resumed fit's own checkpoint is restored
+            load_network_weights(self.network, self.hparams.init_from)
 
     def forward(self, features: dict[str, Tensor]) -> Tensor:
         """Predictions of the meta-learned (unadapted) network."""
@@ -358,4 +396,8 @@ class MetaLearner(L.LightningModule):
         self.log_dict(self.metrics.compute("test"), sync_dist=False)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
+        if self.hparams.outer_update == "adapted":
+            names = set(self.algorithm.adapted_names)
+            shared = [p for n, p in self.network.named_parameters() if n in names]
+            return self.optimizer_factory(shared + list(self.algorithm.parameters()))
         return self.optimizer_factory(self.parameters())

@@ -45,26 +45,27 @@ def plain(value: Any) -> Any:
     return value
 
 
-def read_checkpoint(path: str) -> dict:
-    """The checkpoint at ``path`` (tensors on the CPU), or ``CheckpointError`` saying why it cannot be used."""
+def read_checkpoint(path: str, option: str = "ckpt_path") -> dict:
+    """The checkpoint at ``path`` (tensors on the CPU), or ``CheckpointError`` saying why it cannot be used (naming
+    ``option``, the setting that gave the path)."""
     p = Path(path)
     expected = "expected a .ckpt file written by metarec fit (e.g. runs/quickstart/checkpoints/last.ckpt)"
     if not p.exists():
-        raise CheckpointError(f"ckpt_path: {path} does not exist; {expected}")
+        raise CheckpointError(f"{option}: {path} does not exist; {expected}")
     if p.is_dir():
         inside = sorted(q.name for q in p.glob("*.ckpt"))[:4]
         hint = f" (it holds {', '.join(inside)})" if inside else ""
-        raise CheckpointError(f"ckpt_path: {path} is a folder{hint}; {expected}")
+        raise CheckpointError(f"{option}: {path} is a folder{hint}; {expected}")
     import torch
 
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, a text file, a pickle of something else: all mean "not usable"
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise CheckpointError(f"ckpt_path: {path} is not a readable checkpoint ({type(exc).__name__}: {reason}); "
+        raise CheckpointError(f"{option}: {path} is not a readable checkpoint ({type(exc).__name__}: {reason}); "
                               f"{expected}, complete (a truncated copy cannot be read)") from None
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
-        raise CheckpointError(f"ckpt_path: {path} is not a Lightning checkpoint (no state_dict); {expected}")
+        raise CheckpointError(f"{option}: {path} is not a Lightning checkpoint (no state_dict); {expected}")
     return ckpt
 
 

@@ -122,24 +122,46 @@ def test_bad_sampler_options_are_one_line(args, message):
         NextItemSampler(**args)
 
 
-def _argv(root: Path, tmp: Path) -> list[str]:
-    config = yaml.safe_load((ROOT / "configs/sequence/text-prompt.yaml").read_text())
-    config["trainer"].update(max_epochs=2, default_root_dir=str(tmp / "runs"), enable_progress_bar=False,
+def _argv(root: Path, tmp: Path, name: str = "text-prompt", **model) -> list[str]:
+    """``configs/sequence/<name>.yaml`` made small (d = 8, 2 epochs) and pointed at ``tmp``; ``model`` overrides."""
+    config = yaml.safe_load((ROOT / f"configs/sequence/{name}.yaml").read_text())
+    config["trainer"].update(max_epochs=2, default_root_dir=str(tmp / name), enable_progress_bar=False,
                              logger=False)
-    config["trainer"]["callbacks"][0]["init_args"]["dirpath"] = str(tmp / "runs/checkpoints")
+    config["trainer"]["callbacks"][0]["init_args"]["dirpath"] = str(tmp / name / "checkpoints")
     config["model"]["network_args"].update(dim=8)
+    config["model"].update(model)
     config["data"].update(root=str(root), tasks_per_batch=8)
     config["data"]["dataset_args"].update(encoder="hashing", cache_dir=str(tmp / "cache"))
-    path = tmp / "seq.yaml"
+    path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     return ["--config", str(path)]
 
 
-def test_metarec_fit_then_test_a_sequence_network(ml_root, tmp_path):
-    config = _argv(ml_root, tmp_path)
+def network_weights(path: Path) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in torch.load(path, map_location="cpu", weights_only=False)["state_dict"].items()
+            if k.startswith("network.")}
+
+
+@pytest.fixture(scope="module")
+def stage1(ml_root, tmp_path_factory) -> Path:
+    """Stage 1's checkpoint: configs/sequence/text-backbone.yaml (algorithm none) on the generated files."""
+    tmp = tmp_path_factory.mktemp("stage1")
+    fit = run(["fit", *_argv(ml_root, tmp, "text-backbone")])
+    assert fit.code == 0, fit.err[-2000:]
+    return tmp / "text-backbone/checkpoints/best.ckpt"
+
+
+def test_two_stage_metarec_fit_then_test_of_a_sequence_network(ml_root, stage1, tmp_path):
+    """Stage 1 trains the backbone (algorithm none); stage 2 starts from it (model.init_from) and meta-learns only
+    the prompt's initialisation and step sizes (outer_update: adapted); metarec test reads stage 2's checkpoint."""
+    config = _argv(ml_root, tmp_path, init_from=str(stage1))
     fit = run(["fit", *config])
     assert fit.code == 0, fit.err[-2000:]
-    best = tmp_path / "runs/checkpoints/best.ckpt"
+    best = tmp_path / "text-prompt/checkpoints/best.ckpt"
+    before, after = network_weights(stage1), network_weights(best)
+    assert before.keys() == after.keys()
+    moved = {k for k in after if not torch.equal(after[k], before[k])}
+    assert moved == {"network.encoder.prompt"}  # the backbone stays as stage 1 left it
     test = run(["test", *config, "--ckpt_path", str(best)])
     assert test.code == 0, test.err[-2000:]
     # the full-catalogue ranking before adaptation, recomputed from the checkpoint alone (its saved item table)
@@ -160,6 +182,33 @@ def test_metarec_fit_then_test_a_sequence_network(ml_root, tmp_path):
     assert 0.0 <= test.metric("test/pool/hit@10") <= 1.0
 
 
+def test_outer_update_all_moves_the_backbone_too(ml_root, stage1, tmp_path):
+    fit = run(["fit", *_argv(ml_root, tmp_path, init_from=str(stage1), outer_update="all")])
+    assert fit.code == 0, fit.err[-2000:]
+    before, after = network_weights(stage1), network_weights(tmp_path / "text-prompt/checkpoints/best.ckpt")
+    assert {k for k in after if not torch.equal(after[k], before[k])} > {"network.encoder.prompt"}
+
+
+@pytest.mark.parametrize("model, message", [
+    (dict(init_from="nowhere.ckpt"), "model.init_from: nowhere.ckpt does not exist; expected a .ckpt file"),
+    (dict(outer_update="prompt"), "model.outer_update: 'prompt'; expected 'all' or 'adapted'"),
+    (dict(algorithm="none", adapt=None, inner_steps=None, inner_lr=None, init_from=None),
+     "model.outer_update: 'adapted' needs an algorithm that adapts parameters; algorithm 'none' adapts none"),
+])
+def test_bad_two_stage_options_are_one_line(ml_root, tmp_path, model, message):
+    bad = run(["fit", *_argv(ml_root, tmp_path, **model)])
+    assert bad.code == 2 and len(bad.error_lines) == 1 and message in bad.error_lines[0], bad.err[-1500:]
+    assert not (tmp_path / "text-prompt/checkpoints").exists()
+
+
+def test_init_from_a_network_of_another_shape_is_one_line(ml_root, stage1, tmp_path):
+    bad = run(["fit", *_argv(ml_root, tmp_path, init_from=str(stage1),
+                             network_args={"dim": 8, "prompt_len": 2})])
+    assert bad.code == 2 and bad.error_lines == [
+        f"metarec: error: model.init_from: {stage1}: 'encoder.prompt' has shape [4, 8], this network's [2, 8]; "
+        "expected the same network_args"]
+
+
 def _trained_table(dm: MetaDataModule, config: list[str]) -> torch.Tensor:
     """The whitened item table a fresh text-sequence network builds from the data (what the checkpoint holds)."""
     spec = yaml.safe_load(Path(config[1]).read_text())["model"]["network_args"]
@@ -167,7 +216,7 @@ def _trained_table(dm: MetaDataModule, config: list[str]) -> torch.Tensor:
 
 
 def test_sequence_sampler_refuses_rating_candidates_and_new_user_files(ml_root, tmp_path):
-    config = _argv(ml_root, tmp_path)
+    config = _argv(ml_root, tmp_path, init_from=None, outer_update="all")
     bad = run(["fit", *config, "--data.candidates", "50"])
     assert bad.code == 2 and bad.error_lines == [
         "metarec: error: data.candidates / data.full_catalogue: sampler 'next-item' ranks its own candidates (the "
@@ -180,12 +229,12 @@ def test_sequence_sampler_refuses_rating_candidates_and_new_user_files(ml_root, 
 
 @pytest.mark.parametrize("network, adapt", [("id-sequence", "[encoder.prompt]"), ("metatl", "[encoder.relation]")])
 def test_the_other_sequence_networks_train_through_metarec_fit(ml_root, tmp_path, network, adapt):
-    config = _argv(ml_root, tmp_path)
+    config = _argv(ml_root, tmp_path, init_from=None, outer_update="all")
     args = "{dim: 8, prompt_len: 1}" if network == "id-sequence" else "{dim: 8}"
     fit = run(["fit", *config, "--model.network", network, "--model.network_args", args, "--model.adapt", adapt,
                "--trainer.max_epochs", "1"])
     assert fit.code == 0, fit.err[-2000:]
-    model = MetaLearner.load_from_checkpoint(tmp_path / "runs/checkpoints/best.ckpt", map_location="cpu")
+    model = MetaLearner.load_from_checkpoint(tmp_path / "text-prompt/checkpoints/best.ckpt", map_location="cpu")
     items = model.network.encoder.items
     data = data_module(ml_root, tmp_path).data
     if network == "id-sequence":  # one learned vector per item code of the data
