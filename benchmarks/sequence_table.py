@@ -419,10 +419,19 @@ def run_seed(args, seed: int) -> dict:
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **info}
 
 
+MAIN_ROW = "meta prompt (Meta-SGD)"
+ROW_ORDER = ("popularity", "SASRec (id, unadapted)", "SASRec (id) + fine-tuned", "MetaTL-style (text items)",
+             "maml (MeLU network, fields + text)", "melu (MeLU-5, fields + text)",
+             "tanp (MeLU network, fields + text)", "backbone (unadapted)", "backbone + prompt fine-tuned",
+             "backbone + prompt from scratch", "full-parameter MAML (backbone)", "meta prompt (zero-shot)", MAIN_ROW)
+
+
 def ordered_rows(results: list[dict]) -> list[str]:
-    """Every row name of ``results`` in first-seen order, the main row last (runs may hold different rows)."""
+    """Every row name of ``results`` (runs may hold different rows): the baselines, the text backbone's rows,
+    the main row last (``ROW_ORDER``; other names in first-seen order before the main row)."""
     names = list(dict.fromkeys(name for r in results for name in r["rows"]))
-    return [n for n in names if n != MAIN_ROW] + [n for n in names if n == MAIN_ROW]
+    rank = {n: i for i, n in enumerate(ROW_ORDER)}
+    return sorted(names, key=lambda n: (rank.get(n, len(ROW_ORDER) - 1.5), names.index(n)))
 
 
 def table(results: list[dict]) -> str:
@@ -497,8 +506,6 @@ def parse(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--render_seeds", type=int, nargs="+", default=None, help="with --render: only these seeds")
     return p.parse_args(argv)
 
-
-MAIN_ROW = "meta prompt (Meta-SGD)"
 
 
 def per_seed(results: list[dict]) -> str:
