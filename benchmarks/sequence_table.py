@@ -557,7 +557,8 @@ def plot(by_k: dict[int, list[dict]], path: Path) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(9.5, 4.8))
+    ax.set_prop_cycle(color=plt.cm.tab20.colors)  # distinct colours for up to 20 rows
     for name in row_names(by_k):
         ks = [k for k in sorted(by_k) if any(name in r["rows"] for r in by_k[k])]
         vals = [torch.tensor([r["rows"][name]["full/ndcg@10"] for r in by_k[k] if name in r["rows"]],
@@ -567,10 +568,15 @@ def plot(by_k: dict[int, list[dict]], path: Path) -> bool:
     ks = sorted(by_k)
     ax.set_xlabel("support size K (a cold user's first K interactions)")
     ax.set_ylabel("full-catalogue NDCG@10 (next item)")
-    ax.set_title("sequential-cold, ML-100K: " + ", ".join(f"K={k}: {len(by_k[k])} seeds" for k in ks), fontsize=9)
+    def seeds(k: int) -> str:
+        counts = sorted({sum(name in r["rows"] for r in by_k[k]) for name in row_names({k: by_k[k]})})
+        return f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+
+    ax.set_title("sequential-cold, ML-100K, mean over each row's seeds: "
+                 + ", ".join(f"K={k}: {seeds(k)} seeds" for k in ks), fontsize=9)
     ax.set_xticks(ks)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
