@@ -26,9 +26,9 @@ def test_rank_metrics_with_ties_average_over_orders():
 
 
 ROWS = {"popularity", "SASRec (id, unadapted)", "SASRec (id) + fine-tuned", "backbone (unadapted)",
-        "backbone + prompt fine-tuned", "backbone + prompt from scratch", "MetaTL-style (text items)", "full-parameter MAML (backbone)",
-        "meta prompt (zero-shot)", "meta prompt (Meta-SGD)", "maml (MeLU network, fields + text)",
-        "melu (MeLU-5, fields + text)", "tanp (MeLU network, fields + text)"}
+        "backbone + prompt fine-tuned", "backbone + prompt from scratch", "MetaTL-style (text items)",
+        "full-parameter MAML (backbone)", "meta prompt (zero-shot)", "meta prompt (Meta-SGD)",
+        "maml (MeLU network, fields + text)", "melu (MeLU-5, fields + text)", "tanp (MeLU network, fields + text)"}
 
 
 def test_runs_end_to_end_on_tiny_files(tmp_path, monkeypatch):
