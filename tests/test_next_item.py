@@ -221,6 +221,13 @@ def test_sequence_sampler_refuses_rating_candidates_and_new_user_files(ml_root, 
     assert bad.code == 2 and bad.error_lines == [
         "metarec: error: data.candidates / data.full_catalogue: sampler 'next-item' ranks its own candidates (the "
         "full catalogue and a sampled pool); expected neither option"]
+    new_users = run(["fit", *config, "--data.predict_file", str(tmp_path / "new.csv")])
+    assert new_users.code == 2 and new_users.error_lines == [
+        "metarec: error: data.predict_file: sampler 'next-item' builds its own samples, not rows of new users' "
+        "ratings; expected no predict_file (predict ranks the test tasks)"]
+    other_k = run(["fit", *config, "--data.sampler_args.support_size", "5"])  # the protocol keeps 3 + 1 rows
+    assert other_k.code == 2 and len(other_k.error_lines) == 1
+    assert "expected them equal to the protocol's support_size and query_size" in other_k.error_lines[0]
     no_text = run(["fit", *config, "--data.dataset", "movielens-100k", "--data.dataset_args",
                    "{protocol: sequential-cold, support_size: 3, query_size: 1}"])
     assert no_text.code == 2 and len(no_text.error_lines) == 1

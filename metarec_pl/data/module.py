@@ -285,6 +285,9 @@ class MetaDataModule(L.LightningDataModule):
         dataset_cls, sampler_cls = plugins.get_dataset(dataset), plugins.get_task_sampler(sampler)
         self.dataset = construct(dataset_cls, dataset_args, "data.dataset_args", root=root)
         self.sampler = construct(sampler_cls, sampler_args, "data.sampler_args")
+        if predict_file is not None and hasattr(self.sampler, "collator"):
+            raise DataError(f"data.predict_file: sampler {sampler!r} builds its own samples, not rows of new users' "
+                            "ratings; expected no predict_file (predict ranks the test tasks)")
         self._move_sampler_options(dataset, sampler_args or {})
         needed = getattr(self.dataset, "sampler_order", None)  # e.g. protocol temporal: support before query
         if needed is not None and getattr(self.sampler, "order", needed) != needed:
@@ -474,9 +477,6 @@ class MetaDataModule(L.LightningDataModule):
         return self._loader("test", self._eval_batch(), shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
-        if self.hparams.predict_file and hasattr(self.sampler, "collator"):
-            raise DataError(f"data.predict_file: sampler {self.hparams.sampler!r} builds its own samples, not rows "
-                            "of new users' ratings; expected no predict_file (predict ranks the test tasks)")
         if self.hparams.predict_file:
             self.predict_users = read_new_users(self.hparams.predict_file, profile_fields=[
                 f.name for f in self.data.schema if f.side == "user" and not f.is_id])

@@ -104,7 +104,9 @@ class NextItemSampler(TaskSampler):
                  for u, g in zip(users.tolist(), torch.split(rows, counts.tolist())) if len(g) >= k + q]
         if not tasks:
             raise DataError(f"{name or 'sampler next-item'}: no user has the {k} + {q} interactions a next-item "
-                            f"task needs (support_size={k}, query_size={q})")
+                            f"task needs (data.sampler_args support_size={k}, query_size={q}); expected them equal "
+                            "to the protocol's support_size and query_size (sequential-cold keeps only those rows "
+                            "of a cold user)")
         return tasks
 
     def training_tasks(self, tasks: list[Task], seed: int) -> list[Task]:
