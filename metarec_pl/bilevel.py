@@ -396,8 +396,10 @@ class MetaLearner(L.LightningModule):
         self.log_dict(self.metrics.compute("test"), sync_dist=False)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        if self.hparams.outer_update == "adapted":
+        if self.hparams.outer_update == "adapted":  # the rest of the network is frozen: no gradient computed for it
             names = set(self.algorithm.adapted_names)
+            for n, p in self.network.named_parameters():
+                p.requires_grad_(n in names)
             shared = [p for n, p in self.network.named_parameters() if n in names]
             return self.optimizer_factory(shared + list(self.algorithm.parameters()))
         return self.optimizer_factory(self.parameters())

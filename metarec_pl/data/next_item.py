@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from metarec_pl.data.base import TaskSampler
+from metarec_pl.data.candidates import touched_items
 from metarec_pl.data.negatives import Touched
 from metarec_pl.data.sequences import SequenceTask, assemble, draw
 from metarec_pl.data.types import DataError, RatingData, Task, TaskBatch
@@ -85,7 +86,7 @@ class NextItemSampler(TaskSampler):
         """(every item each user has a row for, the training rows' items), measured once per data."""
         if self._touched is None or self._touched[0] is not data:
             train = torch.cat([torch.zeros(0, dtype=torch.long)] + list(data.splits.get("train", {}).values()))
-            self._touched = (data, Touched.build(data.user, data.item, data.num_users), torch.unique(data.item[train]))
+            self._touched = (data, touched_items(data), torch.unique(data.item[train]))
         return self._touched[1], self._touched[2]
 
     def tasks(self, data: RatingData, rows: Tensor, seed: int, name: str = "") -> list[Task]:
@@ -126,7 +127,7 @@ class NextItemSampler(TaskSampler):
         if self.windows == "random" and resplit:
             start = int(torch.randint(len(task.pool) - k - q + 1, (), generator=gen))
         support, query = task.pool[start:start + k], task.pool[start + k:start + k + q]
-        data, touched, items = self._touched
+        _, touched, items = self._touched
         drawn = draw(items, touched.of(task.key), self.negatives * k + self.query_negatives * q, gen)
         return replace(task, support=support, query=query, support_negatives=drawn[:self.negatives * k],
                        query_negatives=drawn[self.negatives * k:])
